@@ -1,0 +1,109 @@
+"""What every method shares: the backbone, the label set, the crop levels, and the contract the
+text bank, training, export and the node rely on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..backbone import Backbone
+from ..errors import InputShapeError
+from ..labels import LabelSet
+from ..prompts import PromptFile, check_levels
+
+
+@dataclass
+class Output:
+    """A training forward: logits [B, C], each loss term (their sum is `loss`) and diagnostics."""
+
+    logits: torch.Tensor
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # logged, not optimised
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return torch.stack(list(self.losses.values())).sum()
+
+
+class FerModel(nn.Module):
+    """Base of MLPER, MPA-FER and zero-shot CLIP.
+
+    Image side: `encode_image(crops [B, L, 3, S, S])` -> dict of features, L = len(levels), crops
+    normalised with the backbone's mean/std. Text side: `text_features()` -> the class features a text
+    bank stores. Head: `classify(image features, text features)` -> logits [B, C].
+    """
+
+    method: str = ""
+
+    def __init__(self, backbone: Backbone, labels: LabelSet, prompts: PromptFile, config: dict):
+        super().__init__()
+        self.clip = backbone.clip
+        self.backbone = backbone  # plain attribute too: spec, tokenizer, weights id, preprocessing
+        self.labels = labels
+        self.prompts = prompts
+        self.config = config
+        self.levels = check_levels(config.get("levels", ["face"]))
+        self.checkpoint_sha256: str | None = None  # set when loaded from a trained checkpoint
+
+    # -- contract --------------------------------------------------------------------------
+    def encode_image(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def classify(self, image: dict[str, torch.Tensor], text: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def text_features(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, crops: torch.Tensor, targets: torch.Tensor | None = None) -> Output:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale.exp()
+
+    def check_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        size = self.backbone.image_size
+        want = (len(self.levels), 3, size, size)
+        if crops.ndim != 5 or tuple(crops.shape[1:]) != want:
+            raise InputShapeError(
+                f"{self.method} expects crops [batch, {want[0]} levels {list(self.levels)}, 3, {size}, {size}], "
+                f"got {list(crops.shape)}"
+            )
+        return crops
+
+    def predict(self, crops: torch.Tensor, text: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Class probabilities [B, C] against `text` (a bank's tensors) or freshly encoded text."""
+        text = self.text_features() if text is None else text
+        return self.classify(self.encode_image(crops), text).softmax(dim=-1)
+
+    def identity(self) -> dict:
+        """What a text bank must agree with to be used with this model."""
+        return {
+            "method": self.method,
+            "backbone": self.backbone.spec.name,
+            "weights": self.backbone.weights,
+            "embed_dim": self.backbone.embed_dim,
+            "label_set": self.labels.name,
+            "labels": list(self.labels.classes),
+            "levels": list(self.levels),
+            "checkpoint": self.checkpoint_sha256,
+            "prompts_sha256": self.prompts.sha256,
+        }
+
+    def text_keys(self) -> tuple[str, ...]:
+        """The text-feature tensors `classify` reads (a text bank must hold them)."""
+        return ("classes",)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.trainable_parameters())
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Sentence features [N, D] (not normalised) through the model's own text encoder."""
+        return self.clip.encode_text(self.backbone.tokenize(texts))

@@ -1,0 +1,158 @@
+"""MPA-FER (ICCV 2025): a frozen CLIP adapted by soft text prompts aligned to LLM hard prompts,
+deep visual prompts, prototype-guided visual alignment and global-local image-text alignment."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbone import encode_image_tokens, encode_text_tokens
+from ..errors import ConfigError
+from ..prompts import HardPrompts
+from .base import FerModel, Output
+
+
+def soft_hard_alignment(
+    soft: torch.Tensor, hard: torch.Tensor, hard_class: torch.Tensor, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token-level contrastive loss, prompt-level L1 loss) between soft [C, D] and hard [M, D] prompts.
+
+    Contrastive: each hard prompt t*_d picks its class's soft prompt among all classes,
+    P(d | t*_d) = exp(sim(t_d, t*_d)/τ) / Σ_c exp(sim(t_c, t*_d)/τ). L1: each class's soft feature
+    against the mean of its hard features. Features are L2-normalised first.
+    """
+    soft, hard = F.normalize(soft, dim=-1), F.normalize(hard, dim=-1)
+    contrastive = F.cross_entropy(hard @ soft.t() / tau, hard_class)
+    counts = torch.bincount(hard_class, minlength=soft.shape[0]).clamp(min=1).unsqueeze(1)
+    hard_mean = torch.zeros_like(soft).index_add_(0, hard_class, hard) / counts
+    return contrastive, F.l1_loss(soft, F.normalize(hard_mean, dim=-1))
+
+
+def prototype_loss(
+    features: torch.Tensor, prototypes: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """Mean 1 - cos(feature, prototype of its class), over samples whose class has a prototype."""
+    keep = valid[targets]
+    if not keep.any():
+        return features.sum() * 0.0
+    cos = (F.normalize(features[keep], dim=-1) * F.normalize(prototypes[targets[keep]], dim=-1)).sum(-1)
+    return (1.0 - cos).mean()
+
+
+def global_local_logits(
+    global_feat: torch.Tensor, patches: torch.Tensor | None, text: torch.Tensor, top_k: int
+) -> torch.Tensor:
+    """cos(global, t_c) + mean of the top-k cos(patch_i, t_c) over patches: [B, C] (unscaled)."""
+    text = F.normalize(text, dim=-1)
+    logits = F.normalize(global_feat, dim=-1) @ text.t()
+    if patches is not None:
+        local = F.normalize(patches, dim=-1) @ text.t()  # [B, N, C]
+        logits = logits + local.topk(min(top_k, local.shape[1]), dim=1).values.mean(dim=1)
+    return logits
+
+
+class MPAFER(FerModel):
+    method = "mpa-fer"
+
+    def __init__(self, backbone, labels, prompts, config):
+        super().__init__(backbone, labels, prompts, config)
+        if not isinstance(prompts, HardPrompts):
+            raise ConfigError(f"MPA-FER needs hard prompts (method mpa-fer), got {prompts.method} ({prompts.path})")
+        if len(self.levels) != 1:
+            raise ConfigError(f"MPA-FER reads one crop (the face), got levels {list(self.levels)}")
+        self.clip.requires_grad_(False)  # CLIP stays frozen; only the prompts learn
+        self.top_k = int(config.get("top_k", 16))
+        self.tau = float(config.get("alignment_temperature", 0.07))
+        self.use = {
+            k: bool(config.get(k, True))
+            for k in ("soft_hard_alignment", "prototype_alignment", "global_local", "deep_visual_prompts")
+        }
+        self.weights = {"vt": 1.0, "t": 1.0, "v": 1.0, **config.get("loss_weights", {})}
+
+        # CoOp soft prompt: [SOS] ctx_1..ctx_n <class phrase> [EOS]; ctx embeddings are learnable.
+        n_ctx = int(config.get("n_ctx", 16))
+        width_t = self.clip.token_embedding.weight.shape[1]
+        placeholder = " ".join(["X"] * n_ctx)
+        self.register_buffer(
+            "soft_tokens",
+            backbone.tokenize([f"{placeholder} {prompts.soft_suffix(e)}" for e in labels.emotions]),
+            persistent=False,
+        )
+        self.n_ctx = n_ctx
+        self.ctx = nn.Parameter(torch.randn(n_ctx, width_t) * 0.02)
+
+        blocks = self.clip.visual.transformer.resblocks
+        n_vp = int(config.get("n_visual_prompts", 4))
+        width_v = self.clip.visual.conv1.out_channels
+        self.visual_prompts = (
+            nn.Parameter(torch.randn(len(blocks), n_vp, width_v) * 0.02) if self.use["deep_visual_prompts"] else None
+        )
+
+        # Hard prompts through the frozen text encoder: constant, computed once and kept in checkpoints.
+        hard_texts, hard_class = [], []
+        for c, emotion in enumerate(labels.emotions):
+            texts = prompts.hard_prompts(emotion)
+            hard_texts += texts
+            hard_class += [c] * len(texts)
+        with torch.no_grad():
+            hard = self.clip.encode_text(backbone.tokenize(hard_texts))
+        self.register_buffer("hard_features", F.normalize(hard, dim=-1))
+        self.register_buffer("hard_class", torch.tensor(hard_class, dtype=torch.long, device=hard.device))
+        dim = backbone.embed_dim
+        self.register_buffer("proto_sum", torch.zeros(len(labels), dim, device=hard.device))
+        self.register_buffer("proto_count", torch.zeros(len(labels), device=hard.device))
+        self.online_prototypes = config.get("prototypes", "online") == "online"
+
+    # -- text side -------------------------------------------------------------------------
+    def soft_text_features(self) -> torch.Tensor:
+        tokens = self.soft_tokens
+        embeds = self.clip.token_embedding(tokens)
+        ctx = self.ctx.to(embeds.dtype).unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + self.n_ctx :]], dim=1)
+        return encode_text_tokens(self.clip, tokens, embeds)[0]
+
+    @torch.no_grad()
+    def text_features(self) -> dict[str, torch.Tensor]:
+        return {"classes": F.normalize(self.soft_text_features(), dim=-1)}
+
+    # -- image side ------------------------------------------------------------------------
+    def encode_image(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+        images = self.check_crops(crops)[:, 0]
+        pooled, patches = encode_image_tokens(self.clip.visual, images, self.visual_prompts)
+        return {"global": pooled, "local": patches} if self.use["global_local"] else {"global": pooled}
+
+    def classify(self, image, text):
+        return self.logit_scale * global_local_logits(image["global"], image.get("local"), text["classes"], self.top_k)
+
+    # -- prototypes of the frozen encoder --------------------------------------------------
+    @torch.no_grad()
+    def accumulate_prototypes(self, crops: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add frozen, un-prompted image features to the class means (a pass over the training set)."""
+        feats = F.normalize(self.clip.encode_image(self.check_crops(crops)[:, 0]), dim=-1)
+        self.proto_sum.index_add_(0, targets, feats)
+        self.proto_count.index_add_(0, targets, torch.ones_like(targets, dtype=self.proto_count.dtype))
+
+    def prototypes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.proto_sum / self.proto_count.clamp(min=1).unsqueeze(1), self.proto_count > 0
+
+    # -- training --------------------------------------------------------------------------
+    def forward(self, crops, targets=None) -> Output:
+        image = self.encode_image(crops)
+        soft = self.soft_text_features()
+        logits = self.classify(image, {"classes": soft})
+        out = Output(logits=logits)
+        if targets is None:
+            return out
+        w = self.weights
+        out.losses["vt"] = w["vt"] * F.cross_entropy(logits, targets)
+        if self.use["soft_hard_alignment"]:
+            token, prompt = soft_hard_alignment(soft, self.hard_features, self.hard_class, self.tau)
+            out.losses["t"] = w["t"] * (token + prompt)
+            out.extras.update({"t.token": token.detach(), "t.prompt": prompt.detach()})
+        if self.use["prototype_alignment"]:
+            if self.online_prototypes and self.training:
+                self.accumulate_prototypes(crops, targets)
+            protos, valid = self.prototypes()
+            out.losses["v"] = w["v"] * prototype_loss(image["global"], protos, targets, valid)
+        return out

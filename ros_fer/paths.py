@@ -1,0 +1,50 @@
+"""Where the package's data (config/) lives: a source checkout, a colcon install or a pip prefix."""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import ConfigError
+
+ENV_CONFIG_DIR = "ROS_FER_CONFIG_DIR"
+
+
+@lru_cache(maxsize=1)
+def config_dir() -> Path:
+    """The folder that holds labels.yaml, prompts/, models/ and backbones/."""
+    candidates: list[Path] = []
+    if os.environ.get(ENV_CONFIG_DIR):
+        candidates.append(Path(os.environ[ENV_CONFIG_DIR]))
+    candidates.append(Path(__file__).resolve().parent.parent / "config")  # source checkout / editable
+    try:  # a colcon install: the ament index knows the share folder
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("ros_fer")) / "config")
+    except Exception:  # noqa: BLE001 - ament index absent or package not registered
+        pass
+    candidates.append(Path(sys.prefix) / "share" / "ros_fer" / "config")  # pip data_files
+    for path in candidates:
+        if (path / "labels.yaml").is_file():
+            return path
+    raise ConfigError(
+        "cannot find ros_fer's config folder (labels.yaml); looked in "
+        + ", ".join(str(p) for p in candidates)
+        + f". Set {ENV_CONFIG_DIR} to the repository's config/ folder."
+    )
+
+
+def resolve(kind: str, name_or_path: str | os.PathLike[str], suffixes: tuple[str, ...] = (".yaml",)) -> Path:
+    """A file given by path, or by name under config/<kind>/ (e.g. resolve('prompts', 'mlper'))."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    folder = config_dir() / kind
+    for suffix in ("", *suffixes):
+        candidate = folder / f"{name_or_path}{suffix}"
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in folder.glob("*") if p.suffix in suffixes) if folder.is_dir() else []
+    raise ConfigError(f"no {kind} file or name {str(name_or_path)!r}; known names: {', '.join(known) or 'none'}")

@@ -1,0 +1,196 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import random_crops, tiny
+
+from ros_fer.errors import ConfigError, InputShapeError
+from ros_fer.models import MLPER, MPAFER, ZeroShotCLIP, load_config
+from ros_fer.models.mlper import hard_negatives, random_negatives, weighted_level_loss
+from ros_fer.models.mpa_fer import global_local_logits, prototype_loss, soft_hard_alignment
+
+
+@pytest.mark.parametrize(
+    "config, cls, levels, terms",
+    [
+        ("mlper", MLPER, 3, {"cls", "itm"}),
+        ("mpa-fer", MPAFER, 1, {"vt", "t", "v"}),
+        ("zeroshot", ZeroShotCLIP, 3, {"cls"}),
+        ("zeroshot-handcrafted", ZeroShotCLIP, 1, {"cls"}),
+    ],
+)
+def test_shapes_on_tiny_random(config, cls, levels, terms, targets):
+    model = tiny(config)
+    assert isinstance(model, cls) and len(model.levels) == levels
+    crops = random_crops(model)
+    out = model(crops, targets)
+    assert out.logits.shape == (4, 7) and set(out.losses) == terms
+    assert torch.isfinite(out.loss)
+    text = model.text_features()
+    assert all(v.shape == (7, 64) for v in text.values())
+    model.eval()
+    probs = model.predict(crops, text)
+    assert probs.shape == (4, 7) and torch.allclose(probs.sum(-1), torch.ones(4), atol=1e-5)
+
+
+def test_factory_rejects_unknown_method():
+    with pytest.raises(ConfigError, match="`method` must be one of"):
+        load_config({"method": "coop", "backbone": {}, "labels": "rafdb", "prompts": "mlper"})
+    with pytest.raises(ConfigError, match="no models file or name 'mlperr'"):
+        load_config("mlperr")
+
+
+def test_wrong_crop_size_is_named():
+    model = tiny("mlper")
+    with pytest.raises(
+        InputShapeError,
+        match=r"expects crops \[batch, 3 levels \['face', 'body', 'context'\], 3, 64, 64\], got \[2, 3, 3, 224, 224\]",
+    ):
+        model.encode_image(torch.randn(2, 3, 3, 224, 224))
+    with pytest.raises(InputShapeError, match="got \\[2, 3, 64, 64\\]"):
+        model.encode_image(torch.randn(2, 3, 64, 64))
+
+
+def _grads_after_step(model, targets):
+    opt = torch.optim.SGD(model.trainable_parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.train()
+    out = model(random_crops(model), targets)
+    opt.zero_grad()
+    out.loss.backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    opt.step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    return with_grad, changed
+
+
+def test_mpa_fer_trains_only_its_prompts_and_clip_stays_frozen(targets):
+    model = tiny("mpa-fer")
+    with_grad, changed = _grads_after_step(model, targets)
+    assert with_grad == {"ctx", "visual_prompts"}
+    assert not [k for k in changed if k.startswith("clip.")]  # CLIP weights bit-identical after a step
+    assert {"ctx", "visual_prompts"} <= changed
+    # ctx 16 x 64 text width + 2 layers x 4 prompts x 64 image width, fp32
+    assert model.trainable_bytes() == (16 * 64 + 2 * 4 * 64) * 4
+
+
+def test_mlper_trains_encoders_and_heads_but_not_the_temperature(targets):
+    model = tiny("mlper")
+    with_grad, _ = _grads_after_step(model, targets)
+    groups = {n.split(".")[0] if not n.startswith("clip.") else ".".join(n.split(".")[:2]) for n in with_grad}
+    assert {
+        "fuse",
+        "mca",
+        "itm_head",
+        "level_log_vars",
+        "clip.visual",
+        "clip.transformer",
+        "clip.token_embedding",
+    } <= groups
+    assert "clip.logit_scale" not in with_grad
+    frozen_text = tiny("mlper", train_text_encoder=False)
+    with_grad, changed = _grads_after_step(frozen_text, targets)
+    assert not [n for n in with_grad if n.startswith("clip.") and not n.startswith("clip.visual.")]
+
+
+def test_zeroshot_has_nothing_to_train():
+    assert tiny("zeroshot").trainable_parameters() == []
+
+
+def test_mlper_level_and_alignment_switches(targets):
+    face_only = tiny("mlper", levels=["face"])
+    out = face_only(random_crops(face_only), targets)
+    assert set(out.extras) == {"itm.face"} and face_only.fuse[0].in_features == 64
+    no_itm = tiny("mlper", itm={"enabled": False})
+    assert set(no_itm(random_crops(no_itm), targets).losses) == {"cls"}
+    fixed = tiny("mlper", itm={"learnable_level_weights": False, "weight": 2.0})
+    out = fixed(random_crops(fixed), targets)
+    per_level = sum(out.extras[f"itm.{lv}"] for lv in ("face", "body", "context"))
+    assert torch.allclose(out.losses["itm"], 2.0 * per_level)
+    # The sentence T^c follows the active levels.
+    assert (
+        "Alongside" not in tiny("mlper", levels=["face", "body"]).prompts.sentences(fixed.labels, ("face", "body"))[0]
+    )
+
+
+def test_mlper_inference_needs_no_text_encoder_call(targets):
+    model = tiny("mlper").eval()
+    bank = model.text_features()
+    crops = random_crops(model)
+    expected = model.classify(model.encode_image(crops), bank)
+    model.clip.transformer = None  # the text tower is gone: image side + bank still classify
+    assert torch.allclose(model.classify(model.encode_image(crops), bank), expected)
+
+
+def test_mpa_fer_ablation_switches(targets):
+    plain = tiny(
+        "mpa-fer", soft_hard_alignment=False, prototype_alignment=False, global_local=False, deep_visual_prompts=False
+    )
+    out = plain(random_crops(plain), targets)
+    assert set(out.losses) == {"vt"} and plain.visual_prompts is None
+    assert set(plain.encode_image(random_crops(plain))) == {"global"}
+
+
+def test_mpa_fer_prototypes_are_class_means_of_the_frozen_encoder(targets):
+    model = tiny("mpa-fer", prototypes="precomputed")
+    crops = random_crops(model, batch=4)
+    labels = torch.tensor([0, 0, 1, 1])
+    model.accumulate_prototypes(crops, labels)
+    protos, valid = model.prototypes()
+    frozen = F.normalize(model.clip.encode_image(crops[:, 0]), dim=-1)
+    assert torch.allclose(protos[0], frozen[:2].mean(0), atol=1e-6)
+    assert valid.tolist() == [True, True] + [False] * 5
+
+
+# ---- losses on small hand-computed examples ---------------------------------------------
+
+
+def test_hard_negative_is_the_most_similar_mismatched_class():
+    classes = torch.tensor([[1.0, 0.0], [0.9, 0.1], [-1.0, 0.0], [0.0, 1.0]])
+    query = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    assert hard_negatives(query, classes, torch.tensor([0, 1, 3])).tolist() == [1, 0, 1]
+    targets = torch.arange(4).repeat(50)
+    assert not (random_negatives(targets, 4) == targets).any()
+
+
+def test_weighted_level_loss():
+    losses = torch.tensor([0.5, 1.0])
+    assert torch.isclose(weighted_level_loss(losses, None), torch.tensor(1.5))
+    log_vars = torch.tensor([0.0, math.log(2.0)])
+    assert torch.isclose(weighted_level_loss(losses, log_vars), torch.tensor(0.5 + 0.5 + math.log(2.0)))
+
+
+def test_soft_hard_alignment_by_hand():
+    soft = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    hard = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    contrastive, l1 = soft_hard_alignment(soft, hard, torch.tensor([0, 1]), tau=1.0)
+    expected = (-math.log(math.e / (math.e + 1)) - math.log(math.exp(0.8) / (math.exp(0.6) + math.exp(0.8)))) / 2
+    assert math.isclose(contrastive.item(), expected, rel_tol=1e-6)
+    assert math.isclose(l1.item(), (0.6 + 0.2) / 4, rel_tol=1e-6)
+
+
+def test_prototype_loss_by_hand():
+    feats = torch.tensor([[1.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
+    protos = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    valid = torch.tensor([True, True, False])
+    loss = prototype_loss(feats, protos, torch.tensor([0, 1, 2]), valid)  # third sample has no prototype
+    assert math.isclose(loss.item(), (1.0 + (1 - 1 / math.sqrt(2))) / 2, rel_tol=1e-6)
+
+
+def test_global_local_logits_by_hand():
+    global_feat = torch.tensor([[1.0, 0.0]])
+    patches = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]])
+    text = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    logits = global_local_logits(global_feat, patches, text, top_k=2)
+    assert torch.allclose(logits, torch.tensor([[1.0 + 0.5, 0.0 + 0.5]]))
+    assert torch.allclose(global_local_logits(global_feat, None, text, 2), torch.tensor([[1.0, 0.0]]))
+
+
+def test_mlper_cosine_classifier():
+    model = tiny("mlper")
+    image = {"global": torch.tensor([[3.0] + [0.0] * 63])}
+    text = {"classes": torch.eye(7, 64) * 2}
+    expected = torch.zeros(1, 7)
+    expected[0, 0] = model.logit_scale
+    assert torch.allclose(model.classify(image, text), expected)

@@ -15,7 +15,6 @@ from urllib.parse import urlparse
 
 import open_clip
 import torch
-import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
 from torch import nn
 
@@ -262,8 +261,3 @@ def encode_image_tokens(
     if visual.proj is not None:
         pooled, patches = pooled @ visual.proj, patches @ visual.proj
     return pooled, patches
-
-
-def cosine_logits(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
-    """scale · cos(image, text) for image [..., D] against text [C, D] -> [..., C]."""
-    return scale * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()

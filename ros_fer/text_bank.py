@@ -69,15 +69,18 @@ class TextBank:
 
     def check(self, model: FerModel) -> TextBank:
         """Raise, naming every mismatch, unless this bank was built for `model`; returns self."""
+        return self.check_identity(model.identity(), model.text_keys())
+
+    def check_identity(self, ident: dict, text_keys: tuple[str, ...]) -> TextBank:
+        """The same check against a recorded identity (an exported bundle, an ONNX file's metadata)."""
         where = self.meta.get("path", "text bank")
-        ident = model.identity()
         problems = [
             f"{words}: bank has {self.meta.get(key)!r}, model has {ident.get(key)!r}"
             for key, words in CHECKED.items()
             if self.meta.get(key) != ident.get(key)
         ]
         n, d = len(ident["labels"]), ident["embed_dim"]
-        for key in model.text_keys():
+        for key in text_keys:
             tensor = self.tensors.get(key)
             if tensor is None:
                 problems.append(f"missing tensor {key!r} (has {sorted(self.tensors)})")

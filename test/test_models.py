@@ -6,9 +6,10 @@ import torch.nn.functional as F
 from conftest import random_crops, tiny
 
 from ros_fer.errors import ConfigError, InputShapeError
+from ros_fer.head import global_local_logits
 from ros_fer.models import MLPER, MPAFER, ZeroShotCLIP, load_config
 from ros_fer.models.mlper import hard_negatives, random_negatives, weighted_level_loss
-from ros_fer.models.mpa_fer import global_local_logits, prototype_loss, soft_hard_alignment
+from ros_fer.models.mpa_fer import prototype_loss, soft_hard_alignment
 
 
 @pytest.mark.parametrize(

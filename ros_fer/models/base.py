@@ -10,6 +10,7 @@ from torch import nn
 
 from ..backbone import Backbone
 from ..errors import InputShapeError
+from ..head import Head
 from ..labels import LabelSet
 from ..prompts import PromptFile, check_levels
 
@@ -51,8 +52,18 @@ class FerModel(nn.Module):
     def encode_image(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def classify(self, image: dict[str, torch.Tensor], text: dict[str, torch.Tensor]) -> torch.Tensor:
+    def head(self) -> Head:
+        """How image features are scored against text features; the runtime rebuilds it from to_dict()."""
         raise NotImplementedError
+
+    def image_outputs(self) -> tuple[str, ...]:
+        """The keys `encode_image` returns at inference, in order (the exported graph's outputs)."""
+        return ("global",)
+
+    def classify(self, image: dict[str, torch.Tensor], text: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The head with the live (possibly trainable) temperature."""
+        head = self.head()
+        return Head(head.kind, head.text_keys, self.logit_scale, head.top_k)(image, text)
 
     def text_features(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -96,7 +107,7 @@ class FerModel(nn.Module):
 
     def text_keys(self) -> tuple[str, ...]:
         """The text-feature tensors `classify` reads (a text bank must hold them)."""
-        return ("classes",)
+        return self.head().text_keys
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbone import cosine_logits, encode_image_tokens, encode_text_tokens
+from ..backbone import encode_image_tokens, encode_text_tokens
 from ..errors import ConfigError
+from ..head import Head
 from ..prompts import MultiLevelPrompts
 from .base import FerModel, Output
 
@@ -118,8 +119,8 @@ class MLPER(FerModel):
             out["level_tokens"] = torch.cat([pooled.unsqueeze(1), patches], dim=1).view(b, n, -1, pooled.shape[-1])
         return out
 
-    def classify(self, image, text):
-        return cosine_logits(image["global"], text["classes"], self.logit_scale)
+    def head(self) -> Head:
+        return Head("cosine", ("classes",), float(self.logit_scale))
 
     # -- training --------------------------------------------------------------------------
     def itm_losses(self, image: dict, text: dict, targets: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..backbone import encode_image_tokens, encode_text_tokens
 from ..errors import ConfigError
+from ..head import Head
 from ..prompts import HardPrompts
 from .base import FerModel, Output
 
@@ -38,18 +39,6 @@ def prototype_loss(
         return features.sum() * 0.0
     cos = (F.normalize(features[keep], dim=-1) * F.normalize(prototypes[targets[keep]], dim=-1)).sum(-1)
     return (1.0 - cos).mean()
-
-
-def global_local_logits(
-    global_feat: torch.Tensor, patches: torch.Tensor | None, text: torch.Tensor, top_k: int
-) -> torch.Tensor:
-    """cos(global, t_c) + mean of the top-k cos(patch_i, t_c) over patches: [B, C] (unscaled)."""
-    text = F.normalize(text, dim=-1)
-    logits = F.normalize(global_feat, dim=-1) @ text.t()
-    if patches is not None:
-        local = F.normalize(patches, dim=-1) @ text.t()  # [B, N, C]
-        logits = logits + local.topk(min(top_k, local.shape[1]), dim=1).values.mean(dim=1)
-    return logits
 
 
 class MPAFER(FerModel):
@@ -122,8 +111,11 @@ class MPAFER(FerModel):
         pooled, patches = encode_image_tokens(self.clip.visual, images, self.visual_prompts)
         return {"global": pooled, "local": patches} if self.use["global_local"] else {"global": pooled}
 
-    def classify(self, image, text):
-        return self.logit_scale * global_local_logits(image["global"], image.get("local"), text["classes"], self.top_k)
+    def head(self) -> Head:
+        return Head("global_local", ("classes",), float(self.logit_scale), self.top_k)
+
+    def image_outputs(self) -> tuple[str, ...]:
+        return ("global", "local") if self.use["global_local"] else ("global",)
 
     # -- prototypes of the frozen encoder --------------------------------------------------
     @torch.no_grad()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..backbone import cosine_logits
 from ..errors import ConfigError
+from ..head import Head
 from ..prompts import MultiLevelPrompts, TemplatePrompts
 from .base import FerModel, Output
 
@@ -55,23 +55,17 @@ class ZeroShotCLIP(FerModel):
                 )
         return out
 
-    def text_keys(self) -> tuple[str, ...]:
-        return tuple(f"level.{lv}" for lv in self.levels) if self.scoring == "per_level" else ("classes",)
+    def head(self) -> Head:
+        keys = [f"level.{lv}" if self.scoring == "per_level" else "classes" for lv in self.levels]
+        return Head("levels", tuple(keys), float(self.logit_scale))
+
+    def image_outputs(self) -> tuple[str, ...]:
+        return ("levels",)
 
     def encode_image(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
         b, n = self.check_crops(crops).shape[:2]
         feats = self.clip.encode_image(crops.flatten(0, 1))
         return {"levels": F.normalize(feats, dim=-1).view(b, n, -1)}
-
-    def classify(self, image, text):
-        feats = image["levels"]
-        if self.scoring == "combined":
-            logits = [cosine_logits(feats[:, i], text["classes"], self.logit_scale) for i in range(feats.shape[1])]
-        else:
-            logits = [
-                cosine_logits(feats[:, i], text[f"level.{lv}"], self.logit_scale) for i, lv in enumerate(self.levels)
-            ]
-        return torch.stack(logits).mean(dim=0)
 
     def forward(self, crops, targets=None) -> Output:
         logits = self.classify(self.encode_image(crops), self.text_features())

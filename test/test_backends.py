@@ -1,0 +1,169 @@
+"""Backends against each other on random (never constant) uint8 crops."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny
+
+from ros_fer.backends import ImageSide, OnnxRuntimeBackend, TorchBackend, export_onnx, read_onnx_meta
+from ros_fer.bundle import export_bundle, load_bundle
+from ros_fer.errors import BankMismatchError, ConfigError
+from ros_fer.head import Head
+from ros_fer.text_bank import build_text_bank
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+HAS_CUDA = torch.cuda.is_available()
+
+
+def crops_for(model, batch: int, seed: int = 0) -> np.ndarray:
+    size = model.backbone.image_size
+    return np.random.default_rng(seed).integers(0, 256, (batch, len(model.levels), size, size, 3), dtype=np.uint8)
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).detach().abs().max()) for k in a)
+
+
+@pytest.fixture(scope="module", params=["mlper", "mpa-fer", "zeroshot"])
+def exported(request, tmp_path_factory):
+    model = tiny(request.param).eval()
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx")
+    return model, path
+
+
+def test_image_side_normalises_like_the_model(exported):
+    model, _ = exported
+    crops = crops_for(model, 3)
+    x = torch.from_numpy(crops).permute(0, 1, 4, 2, 3).float() / 255
+    mean, std = (
+        torch.tensor(model.backbone.mean).view(1, 1, 3, 1, 1),
+        torch.tensor(model.backbone.std).view(1, 1, 3, 1, 1),
+    )
+    expected = model.encode_image((x - mean) / std)
+    got = TorchBackend(model).encode(crops)
+    assert max_diff(got, {k: expected[k] for k in got}) < 1e-5
+
+
+def test_onnxruntime_fp32_parity_with_torch_at_any_batch(exported):
+    model, path = exported
+    ort_backend, torch_backend = OnnxRuntimeBackend(path), TorchBackend(model)
+    for batch in (1, 3, 7):  # the batch axis is dynamic: 2 was only the export example
+        crops = crops_for(model, batch, seed=batch)
+        ours = ort_backend.encode(crops)
+        assert next(iter(ours.values())).shape[0] == batch
+        assert max_diff(ours, torch_backend.encode(crops)) <= 1e-4
+
+
+def test_onnx_carries_identity_and_head(exported):
+    model, path = exported
+    meta = read_onnx_meta(path)
+    assert meta["identity"] == model.identity() and meta["outputs"] == list(model.image_outputs())
+    head = Head.from_dict(meta["head"])
+    crops = crops_for(model, 4)
+    bank = build_text_bank(model).tensors
+    ort_logits = head(OnnxRuntimeBackend(path).encode(crops), bank)
+    torch_logits = model.classify(TorchBackend(model).encode(crops), bank)
+    assert torch.allclose(ort_logits, torch_logits, atol=1e-3)
+
+
+@pytest.mark.parametrize("config", ["mlper", "mpa-fer"])  # MLPER's fusion head; MPA-FER's prompts baked in
+def test_onnxruntime_fp16_parity(config, tmp_path):
+    model = tiny(config).eval()
+    path = export_onnx(model, tmp_path / "fp16.onnx", precision="fp16")
+    backend = OnnxRuntimeBackend(path)
+    assert backend.precision == "fp16"
+    crops = crops_for(model, 5, seed=3)
+    assert max_diff(backend.encode(crops), TorchBackend(model).encode(crops)) <= 1e-2
+
+
+def test_bundle_round_trip_and_bank_swap(tmp_path):
+    model = tiny("mpa-fer").eval()
+    out = export_bundle(model, tmp_path / "mpa", precisions=("fp32", "fp16"))
+    bundle = load_bundle(out)
+    assert bundle.levels == ("face",) and bundle.labels == list(model.labels.classes)
+    crops = crops_for(model, 2)
+    for kind, precision in (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16")):
+        feats = bundle.backend(kind, precision=precision).encode(crops)
+        probs = bundle.head(feats, bundle.bank.tensors).softmax(-1)
+        assert torch.allclose(
+            probs, model.predict(torch_crops(model, crops)), atol=1e-2 if precision == "fp16" else 1e-4
+        )
+    other = build_text_bank(tiny("mpa-fer", labels="affectnet8")).save(tmp_path / "other.safetensors")
+    with pytest.raises(BankMismatchError, match="label order"):
+        load_bundle(out, bank=other)
+    with pytest.raises(ConfigError, match="unknown backend 'openvino'"):
+        bundle.backend("openvino")
+
+
+def torch_crops(model, crops: np.ndarray) -> torch.Tensor:
+    side = ImageSide(model)
+    x = torch.from_numpy(crops).permute(0, 1, 4, 2, 3).float()
+    return (x - side.mean) / side.std
+
+
+def test_export_command_writes_a_loadable_folder(tmp_path):
+    cmd = [
+        str(Path(sys.executable).with_name("ros-fer")),
+        "export",
+        "--method",
+        "mlper",
+        "--backbone",
+        "tiny-random",
+        "--labels",
+        "rafdb",
+        "--out",
+        str(tmp_path / "m"),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert set(json.loads(res.stdout)["files"]) == {
+        "manifest.json",
+        "model.safetensors",
+        "text_bank.safetensors",
+        "image_side.fp32.onnx",
+    }
+    bundle = load_bundle(tmp_path / "m")
+    assert bundle.backend("onnxruntime").encode(crops_for(tiny("mlper"), 1))["global"].shape == (1, 64)
+
+
+@pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here")
+def test_tensorrt_missing_is_said_clearly(tmp_path):
+    out = export_bundle(tiny("zeroshot").eval(), tmp_path / "z")
+    with pytest.raises(ConfigError, match="`tensorrt` Python package is not installed.*pypi.nvidia.com"):
+        load_bundle(out).backend("tensorrt", "cuda", "fp16")
+
+
+@pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason="needs tensorrt and a CUDA GPU")
+def test_tensorrt_engine_parity_cache_and_rebuild(tmp_path):
+    model = tiny("mpa-fer").eval()
+    out = export_bundle(model, tmp_path / "mpa")
+    bundle = load_bundle(out)
+    backend = bundle.backend("tensorrt", "cuda", "fp16")
+    engines = list((out / "engines").glob("*.engine"))
+    assert len(engines) == 1 and json.loads(engines[0].with_suffix(".parity.json").read_text())["max_abs_diff"] <= 1e-2
+    crops = crops_for(model, 3)
+    assert max_diff({k: v.cpu() for k, v in backend.encode(crops).items()}, TorchBackend(model).encode(crops)) <= 1e-2
+    mtime = engines[0].stat().st_mtime_ns
+    bundle.backend("tensorrt", "cuda", "fp16")  # cached: not rebuilt
+    assert engines[0].stat().st_mtime_ns == mtime
+    export_onnx(tiny("mpa-fer", top_k=8).eval(), bundle.onnx_path("fp32"))  # another model hash
+    bundle.backend("tensorrt", "cuda", "fp16")
+    assert [p.name for p in (out / "engines").glob("*.engine")] != [engines[0].name]
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_torch_cuda_fp16_and_graphs_match_cpu():
+    model = tiny("mlper").eval()
+    crops = crops_for(model, 4)
+    reference = TorchBackend(model).encode(crops)
+    for graphs in (False, True):
+        gpu = TorchBackend(tiny("mlper").eval(), "cuda", "fp16", cuda_graphs=graphs)
+        got = {k: v.cpu() for k, v in gpu.encode(crops).items()}
+        assert max_diff(got, reference) <= 1e-2

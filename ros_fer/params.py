@@ -1,0 +1,76 @@
+"""The perception parameters, in one place: names, types, defaults and descriptions. The node declares
+them as ROS parameters with these descriptors; `ros-fer infer` reads the same config/fer.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+NODE = "fer_node"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: object
+    description: str
+    choices: tuple[str, ...] = ()
+
+
+PARAMS: tuple[Param, ...] = (
+    Param(
+        "model", "zeroshot", "a method config name (config/models/), an exported model folder, or a trained checkpoint"
+    ),
+    Param("backbone", "ViT-B-32", "open_clip backbone when `model` is a config name"),
+    Param("pretrained", "openai", "open_clip pretrained tag (fetched once by open_clip, then cached); '' = none"),
+    Param("backbone_checkpoint", "", "a local open_clip weight file instead of `pretrained`"),
+    Param("text_bank", "", "a precomputed text bank; '' = the exported folder's, or computed once at start and cached"),
+    Param("labels", "basic7", "label set when `model` is a config name (config/labels.yaml)"),
+    Param("levels", ["face", "body", "context"], "crop levels when `model` is a config name"),
+    Param("backend", "torch", "image encoder backend", ("torch", "onnxruntime", "tensorrt")),
+    Param("device", "auto", "cpu, cuda, cuda:N or auto (cuda when available)"),
+    Param("precision", "auto", "fp32, fp16 or auto (fp16 on CUDA, fp32 on CPU)", ("auto", "fp32", "fp16")),
+    Param("detector", "auto", "auto: YOLO with the weights below on a GPU, else OpenCV", ("auto", "yolo", "opencv")),
+    Param("person_weights", "", "ultralytics weights file of a COCO model (person class) for bodies"),
+    Param("face_weights", "", "ultralytics weights file of a face model"),
+    Param("detector_confidence", 0.4, "minimum detection score"),
+    Param("hog_bodies", False, "with the OpenCV detector, also find bodies with its HOG people detector"),
+    Param("profile_faces", True, "with the OpenCV detector, also look for faces in profile (slower)"),
+    Param("detector_max_side", 640, "with the OpenCV detector, frames are scaled down to this many pixels first"),
+    Param("max_persons", 8, "at most this many persons per frame, closest first"),
+    Param("smoothing", 0.6, "weight of the past in the per-track moving average of probabilities (0 = none)"),
+    Param("hysteresis", 0.1, "a track's label changes only when another class leads it by more than this"),
+    Param("unknown_threshold", 0.35, "below this smoothed confidence the label is 'unknown'"),
+    Param("track_buffer", 30, "frames a lost track is kept"),
+    Param("valence_arousal", True, "publish valence/arousal from the label set's mapping (NaN when off)"),
+    Param("max_rate", 15.0, "most frames per second processed; newer frames replace waiting ones"),
+    Param("compressed", False, "subscribe to sensor_msgs/CompressedImage instead of Image"),
+    Param("debug_image", True, "publish ~/debug_image (only while someone subscribes)"),
+)
+DEFAULTS = {p.name: p.default for p in PARAMS}
+
+
+def load_params(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Defaults, then the `fer_node.ros__parameters` of a params file, then overrides; unknown keys fail."""
+    values = dict(DEFAULTS)
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        section = data.get(NODE, data.get("/**", {})).get("ros__parameters", {})
+        values.update(section)
+    values.update(overrides or {})
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {unknown}; known: {sorted(DEFAULTS)}")
+    for p in PARAMS:
+        if p.choices and values[p.name] not in p.choices:
+            raise ConfigError(f"parameter {p.name} must be one of {list(p.choices)}, got {values[p.name]!r}")
+        if isinstance(p.default, float) and isinstance(values[p.name], int) and not isinstance(values[p.name], bool):
+            values[p.name] = float(values[p.name])
+        if type(values[p.name]) is not type(p.default):
+            raise ConfigError(f"parameter {p.name} must be a {type(p.default).__name__}, got {values[p.name]!r}")
+    return values

@@ -1,0 +1,128 @@
+"""Turn perception parameters into the runtime parts: an image-side backend, a head and a checked text
+bank. `model` may be an exported folder, a trained checkpoint or a method config name. For the latter
+two, the text bank is computed once and cached, so no text encoder runs per frame."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .backends import OnnxRuntimeBackend, TensorRTBackend, TorchBackend, export_onnx, read_onnx_meta
+from .backends.tensorrt import import_tensorrt
+from .bundle import MANIFEST, load_bundle
+from .errors import ConfigError
+from .head import Head
+from .labels import LabelSet, load_label_set
+from .models import FerModel, create_model, load_model
+from .models.factory import read_checkpoint_meta
+from .text_bank import TextBank, build_text_bank
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ros_fer"
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA device")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    return ("fp16" if device.startswith("cuda") else "fp32") if precision == "auto" else precision
+
+
+@dataclass
+class Runtime:
+    backend: object
+    head: Head
+    text: dict[str, torch.Tensor]
+    labels: LabelSet
+    levels: tuple[str, ...]
+    image_size: int
+    description: str
+
+
+def _label_set(identity: dict) -> LabelSet:
+    labels = load_label_set(identity["label_set"])
+    if list(labels.classes) != list(identity["labels"]):
+        raise ConfigError(
+            f"label set {labels.name!r} in labels.yaml no longer matches the model's {identity['labels']}"
+        )
+    return labels
+
+
+def _key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _model(params: dict, device: str) -> FerModel:
+    model = params["model"]
+    if Path(model).is_file():
+        if read_checkpoint_meta(model) is None:
+            raise ConfigError(f"model {model} is neither a ros_fer checkpoint nor an exported folder")
+        return load_model(model, device=device).eval()
+    backbone = {
+        "name": params["backbone"],
+        "pretrained": params["pretrained"] or None,
+        "checkpoint": params["backbone_checkpoint"] or None,
+    }
+    overrides = {"backbone": backbone, "labels": params["labels"], "levels": list(params["levels"])}
+    return create_model(model, overrides, device=device).eval()
+
+
+def _bank(params: dict, model: FerModel) -> TextBank:
+    if params["text_bank"]:
+        return TextBank.load(params["text_bank"]).check(model)
+    path = cache_dir() / "text_banks" / f"{_key(model.identity())}.safetensors"
+    if path.is_file():
+        return TextBank.load(path).check(model)
+    bank = build_text_bank(model)  # once; later starts read the cache
+    bank.save(path)
+    return bank
+
+
+def build_runtime(params: dict) -> Runtime:
+    device = resolve_device(params["device"])
+    precision = resolve_precision(params["precision"], device)
+    kind = params["backend"]
+    if kind == "tensorrt":
+        import_tensorrt()
+    target = Path(params["model"])
+    if (target / MANIFEST).is_file():
+        bundle = load_bundle(target, bank=params["text_bank"] or None)
+        backend = bundle.backend(kind, device, precision)
+        identity = bundle.manifest["identity"]
+        return Runtime(
+            backend,
+            bundle.head,
+            {k: v.to(backend.device) for k, v in bundle.bank.tensors.items()},
+            _label_set(identity),
+            bundle.levels,
+            bundle.image_size,
+            f"{identity['method']} bundle {target}",
+        )
+    model = _model(params, device if kind == "torch" else "cpu")
+    bank = _bank(params, model)
+    if kind == "torch":
+        backend = TorchBackend(model, device, precision)
+    else:  # export the image side once per model identity and precision, then reuse it
+        onnx = cache_dir() / "onnx" / f"{_key(model.identity())}.{'fp32' if kind == 'tensorrt' else precision}.onnx"
+        if not onnx.is_file() or read_onnx_meta(onnx)["identity"] != model.identity():
+            export_onnx(model, onnx, "fp32" if kind == "tensorrt" else precision)
+        if kind == "onnxruntime":
+            backend = OnnxRuntimeBackend(onnx, device)
+        else:
+            reference = TorchBackend(model.to(device), device, "fp32").encode
+            backend = TensorRTBackend(onnx, cache_dir() / "engines", precision, reference=reference, device=device)
+    text = {k: v.to(backend.device) for k, v in bank.tensors.items()}
+    ident = model.identity()
+    desc = f"{ident['method']} on {ident['backbone']} ({ident['weights']})"
+    return Runtime(backend, model.head(), text, model.labels, model.levels, model.backbone.image_size, desc)

@@ -1,0 +1,109 @@
+"""Stable ids (ultralytics' ByteTrack on the body boxes), per-track smoothing of the probabilities
+with hysteresis on the label, and `unknown` below a confidence threshold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+
+UNKNOWN = "unknown"
+UNTRACKED = -1  # a person seen for the first time: ByteTrack confirms a track on its second frame
+
+
+class _Boxes:
+    """The detections view BYTETracker reads: conf, cls, xywh, boolean indexing."""
+
+    def __init__(self, xyxy: np.ndarray, conf: np.ndarray):
+        self.xyxy, self.conf = xyxy, conf
+        self.cls = np.zeros(len(conf), np.float32)
+
+    @property
+    def xywh(self) -> np.ndarray:
+        xy = (self.xyxy[:, :2] + self.xyxy[:, 2:]) / 2
+        return np.concatenate([xy, self.xyxy[:, 2:] - self.xyxy[:, :2]], 1)
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, index) -> _Boxes:
+        return _Boxes(self.xyxy[index], self.conf[index])
+
+
+@dataclass
+class TrackState:
+    scores: np.ndarray
+    label: int  # index into the label set, -1 = unknown
+    last_seen: int
+
+
+@dataclass
+class Smoothed:
+    track_id: int
+    scores: np.ndarray
+    label: str
+    confidence: float
+
+
+class Tracker:
+    def __init__(
+        self,
+        labels: tuple[str, ...],
+        smoothing: float = 0.6,
+        hysteresis: float = 0.1,
+        unknown_threshold: float = 0.35,
+        track_buffer: int = 30,
+    ):
+        from ultralytics.trackers.byte_tracker import BYTETracker
+
+        args = SimpleNamespace(
+            track_high_thresh=0.25,
+            track_low_thresh=0.1,
+            new_track_thresh=0.25,
+            track_buffer=track_buffer,
+            match_thresh=0.8,
+            fuse_score=True,
+        )
+        self.byte = BYTETracker(args)  # keeps a lost track for track_buffer frames
+        self.labels = labels
+        self.alpha, self.hysteresis, self.threshold = smoothing, hysteresis, unknown_threshold
+        self.buffer = track_buffer
+        self.states: dict[int, TrackState] = {}
+        self.frame = 0
+
+    def _label(self, scores: np.ndarray, current: int) -> int:
+        best = int(np.argmax(scores))
+        if current >= 0 and best != current and scores[best] - scores[current] <= self.hysteresis:
+            best = current  # not enough evidence to switch: keep the label
+        return best if scores[best] >= self.threshold else -1
+
+    def update(self, boxes: np.ndarray, probs: np.ndarray) -> list[Smoothed]:
+        """boxes [P, 5] (x1 y1 x2 y2 score), probs [P, C] -> one Smoothed per input row, in order."""
+        self.frame += 1
+        ids = np.full(len(boxes), UNTRACKED)
+        if len(boxes):
+            tracks = self.byte.update(_Boxes(boxes[:, :4].astype(np.float32), boxes[:, 4].astype(np.float32)))
+            for row in tracks:
+                ids[int(row[7])] = int(row[4])
+        else:
+            self.byte.update(_Boxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+        out = []
+        for i, track_id in enumerate(ids):
+            state = self.states.get(int(track_id)) if track_id != UNTRACKED else None
+            if state is None:
+                scores = probs[i].copy()
+                state = TrackState(scores=scores, label=-1, last_seen=self.frame)
+            else:
+                state.scores = self.alpha * state.scores + (1 - self.alpha) * probs[i]
+                state.last_seen = self.frame
+            state.label = self._label(state.scores, state.label)
+            if track_id != UNTRACKED:
+                self.states[int(track_id)] = state
+            label = self.labels[state.label] if state.label >= 0 else UNKNOWN
+            conf = float(state.scores[state.label]) if state.label >= 0 else float(state.scores.max())
+            out.append(Smoothed(int(track_id), state.scores.copy(), label, conf))
+        stale = [t for t, s in self.states.items() if self.frame - s.last_seen > self.buffer]
+        for t in stale:
+            del self.states[t]
+        return out

@@ -1,0 +1,140 @@
+"""The frame pipeline on real photographs shipped inside PyPI packages (ultralytics' bus.jpg, zidane.jpg)."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import ultralytics
+
+from ros_fer.crops import Person, associate, context_crop, crop_square, make_crops
+from ros_fer.detection import Detections, OpenCVDetector, box_iou, create_detector
+from ros_fer.errors import ConfigError, InputShapeError, WeightsUnavailableError
+from ros_fer.params import load_params
+from ros_fer.pipeline import Pipeline, as_rgb
+from ros_fer.tracking import UNKNOWN, UNTRACKED, Tracker
+
+ASSETS = Path(ultralytics.__file__).parent / "assets"
+# Hand-checked face boxes (x1 y1 x2 y2) in the full-resolution photographs.
+BUS_FACES = np.array([[114, 417, 164, 467], [261, 420, 320, 479]], np.float32)
+ANCELOTTI = np.array([[922, 110, 1070, 258]], np.float32)
+
+
+def photo(name: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(ASSETS / name)), cv2.COLOR_BGR2RGB)
+
+
+def tiny_params(tmp_path, **over):
+    return load_params(None, {"backbone": "tiny-random", "pretrained": "", **over})
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_faces_found_in_real_photographs():
+    zidane = OpenCVDetector().detect(photo("zidane.jpg"))
+    assert box_iou(ANCELOTTI, zidane.faces).max() > 0.6
+    bus = OpenCVDetector(max_side=1080).detect(photo("bus.jpg"))  # small faces need full resolution
+    assert (box_iou(BUS_FACES, bus.faces).max(axis=1) > 0.6).all()
+    assert not bus.bodies_detected and len(bus.bodies) == 0
+
+
+def test_crops_are_well_formed():
+    rgb = photo("zidane.jpg")
+    box = np.array([100, 50, 228, 178], np.float32)  # inside the frame, 128 px -> 64 px
+    crop = crop_square(rgb, box, 64)
+    assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+    expected = cv2.resize(rgb[50:178, 100:228], (64, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(crop.astype(int) - expected.astype(int)).mean() < 2
+    outside = crop_square(rgb, np.array([-64, -64, 64, 64], np.float32), 64)
+    assert (outside[:30, :30] == 0).all() and outside[40:, 40:].any()  # padded with black, not stretched
+    ctx = context_crop(rgb, 64)  # 1280x720 letterboxed: black bands top and bottom
+    assert (ctx[:10] == 0).all() and ctx[32].any()
+    persons = associate(Detections(faces=np.array([[922, 110, 1070, 258, 0.9]], np.float32)), 720, 1280, 8)
+    crops = make_crops(rgb, persons, ("face", "body", "context"), 64)
+    assert crops.shape == (1, 3, 64, 64, 3) and (crops[0, 2] == ctx).all()
+
+
+def test_association_and_degradation():
+    faces = np.array([[100, 100, 140, 140, 0.9], [500, 100, 540, 140, 0.8]], np.float32)
+    bodies = np.array([[60, 80, 180, 500, 0.9], [800, 100, 900, 450, 0.7]], np.float32)
+    persons = associate(Detections(faces=faces, bodies=bodies), 600, 1000, 8)
+    by_face = {None if p.face is None else int(p.face[0]): p for p in persons}
+    assert by_face[100].body_detected and by_face[100].body[0] == 60
+    assert not by_face[500].body_detected and "body derived from face" in by_face[500].notes[0]
+    assert not by_face[None].face_detected and "face estimated from body" in by_face[None].notes[0]
+    assert len(associate(Detections(faces=faces, bodies=bodies), 600, 1000, 1)) == 1
+
+
+def test_pipeline_results_on_photographs(tmp_path):
+    pipeline = Pipeline.from_params(tiny_params(tmp_path, detector_max_side=1080))
+    result = pipeline.process(photo("bus.jpg"), color="rgb")
+    assert result.width == 810 and result.height == 1080 and len(result.persons) == 2
+    for person in result.persons:
+        assert person.scores.shape == (7,) and abs(person.scores.sum() - 1) < 1e-4
+        assert person.label in pipeline.labels or person.label == UNKNOWN
+        assert box_iou(person.face_box[None], BUS_FACES).max() > 0.6
+        assert -1 <= person.valence <= 1 and -1 <= person.arousal <= 1
+    assert set(result.timings_ms) == {"detect", "crops", "model", "track", "total"}
+    ids = [sorted(p.track_id for p in pipeline.process(photo("bus.jpg"), "rgb").persons) for _ in range(3)]
+    assert ids[0] == ids[1] == ids[2] and UNTRACKED not in ids[0]  # stable ids across frames
+    assert result.to_dict()["persons"][0]["scores"]
+
+
+def test_pipeline_with_onnxruntime_matches_torch(tmp_path):
+    frame = photo("zidane.jpg")
+    results = {}
+    for backend in ("torch", "onnxruntime"):
+        pipeline = Pipeline.from_params(tiny_params(tmp_path, backend=backend, smoothing=0.0))
+        results[backend] = pipeline.process(frame, "rgb").persons
+    assert len(results["torch"]) == len(results["onnxruntime"]) >= 1
+    for a, b in zip(results["torch"], results["onnxruntime"], strict=True):
+        assert np.abs(a.raw_scores - b.raw_scores).max() < 1e-4
+
+
+def test_empty_and_bad_frames(tmp_path):
+    pipeline = Pipeline.from_params(tiny_params(tmp_path))
+    assert pipeline.process(np.zeros((480, 640, 3), np.uint8)).persons == []
+    grey = cv2.cvtColor(photo("zidane.jpg"), cv2.COLOR_RGB2GRAY)
+    assert pipeline.process(grey).width == 1280
+    for bad, message in ((np.zeros((4, 4, 3), np.float32), "uint8"), (np.zeros((4, 4, 4), np.uint8), "H x W x 3"),
+                         (np.zeros((0, 4, 3), np.uint8), "H x W x 3")):
+        with pytest.raises(InputShapeError, match=message):
+            as_rgb(bad, "rgb")
+
+
+def test_offline_start_names_the_missing_weights(tmp_path):
+    params = load_params(None, {"backbone": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"})
+    with pytest.raises(WeightsUnavailableError, match="--checkpoint FILE"):
+        Pipeline.from_params(params)
+
+
+def test_tracker_smoothing_hysteresis_and_unknown():
+    tracker = Tracker(("a", "b", "c"), smoothing=0.5, hysteresis=0.1, unknown_threshold=0.4)
+    box = np.array([[100, 100, 200, 400, 0.9]], np.float32)
+    first = tracker.update(box, np.array([[0.7, 0.2, 0.1]]))[0]
+    assert first.label == "a" and first.track_id == 1
+    # 0.5*0.7 + 0.5*0.2 = 0.45 for a, 0.5*0.2 + 0.5*0.75 = 0.475 for b: b leads by 0.025 < 0.1, a stays.
+    second = tracker.update(box, np.array([[0.2, 0.75, 0.05]]))[0]
+    assert np.allclose(second.scores, [0.45, 0.475, 0.075]) and second.label == "a"
+    third = tracker.update(box, np.array([[0.0, 0.95, 0.05]]))[0]  # a 0.225, b 0.7125: switch
+    assert third.label == "b" and third.track_id == 1
+    flat = Tracker(("a", "b", "c"), smoothing=0.0, unknown_threshold=0.4)
+    assert flat.update(box, np.array([[0.35, 0.33, 0.32]]))[0].label == UNKNOWN
+
+
+def test_yolo_detector_builds_offline_and_runs(tmp_path):
+    detector = create_detector("yolo", "cpu", person_weights="yolo11n.yaml", confidence=0.01)  # untrained, offline
+    det = detector.detect(photo("bus.jpg"))
+    assert det.bodies.ndim == 2 and det.bodies.shape[1] == 5 and det.bodies_detected
+    with pytest.raises(ConfigError, match="YOLO weights 'yolo11n.pt' not found"):
+        create_detector("yolo", "cpu", person_weights="yolo11n.pt")
+    assert isinstance(create_detector("auto", "cpu", person_weights="x.pt"), OpenCVDetector)  # no GPU: offline
+
+
+def test_person_priority_prefers_close_faces():
+    near = Person(face=np.array([0, 0, 100, 100, 0.9], np.float32), body=np.zeros(5, np.float32))
+    far = Person(face=np.array([0, 0, 20, 20, 0.9], np.float32), body=np.zeros(5, np.float32))
+    assert near.priority > far.priority

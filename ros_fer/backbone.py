@@ -167,7 +167,7 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
                 "Pass a local weight file with --checkpoint FILE instead."
             ) from exc
     else:
-        with torch.random.fork_rng(devices=[]), _quiet_root_warnings():  # reproducible, RNG untouched
+        with torch.random.fork_rng(devices=[]), quiet_root_warnings():  # reproducible, RNG untouched
             torch.manual_seed(spec.seed)
             clip = open_clip.create_model(spec.name, pretrained=None, device=device)
         if spec.checkpoint:
@@ -187,7 +187,7 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
 
 
 @contextmanager
-def _quiet_root_warnings():
+def quiet_root_warnings():
     """open_clip warns on the root logger that an un-pretrained model is random: here that is intended."""
     root = logging.getLogger()
     level = root.level

@@ -87,6 +87,73 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _frames(inputs: Sequence[str]):
+    """(source, index, BGR frame) from image files, folders of images, and video files."""
+    from pathlib import Path
+
+    import cv2
+
+    for item in inputs:
+        path = Path(item)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+        for file in files:
+            if not file.is_file():
+                raise FerError(f"input {file} does not exist")
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                frame = cv2.imread(str(file), cv2.IMREAD_COLOR)
+                if frame is None:
+                    raise FerError(f"cannot read image {file}")
+                yield str(file), 0, frame
+                continue
+            video = cv2.VideoCapture(str(file))
+            if not video.isOpened():
+                raise FerError(f"cannot open {file} as an image or a video")
+            index = 0
+            while True:
+                ok, frame = video.read()
+                if not ok:
+                    break
+                yield str(file), index, frame
+                index += 1
+            video.release()
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import cv2
+
+    from .annotate import draw
+    from .params import load_params
+    from .pipeline import Pipeline
+
+    params = load_params(args.config, parse_overrides(args.set))
+    pipeline = Pipeline.from_params(params)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    annotate = Path(args.annotate) if args.annotate else None
+    if annotate:
+        annotate.mkdir(parents=True, exist_ok=True)
+    try:
+        previous = None
+        for source, index, frame in _frames(args.inputs):
+            if source != previous:  # tracks and smoothing belong to one video or image, never across files
+                pipeline.reset()
+                previous = source
+            result = pipeline.process(frame, color="bgr")
+            out.write(json.dumps({"source": source, "frame": index, **result.to_dict()}) + "\n")
+            out.flush()
+            if annotate:
+                name = f"{Path(source).stem}_{index:06d}.jpg"
+                cv2.imwrite(str(annotate / name), draw(frame, result))
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
 def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["mlper", "mpa-fer", "zeroshot"], help="method (its default config)")
     p.add_argument("--config", help="a config name under config/models/ or a YAML path (instead of --method)")
@@ -116,6 +183,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16 (ONNX graphs / engines)")
     p.add_argument("--out", required=True, help="output folder, e.g. models/mlper-rafdb/")
     p.set_defaults(func=_export)
+    p = sub.add_parser("infer", help="run the perception pipeline on images, folders or videos (no ROS)")
+    p.add_argument("inputs", nargs="+", help="image files, folders of images, video files")
+    p.add_argument("--config", default=None, help="a params file like config/fer.yaml (default: built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="parameter override (repeatable)")
+    p.add_argument("--annotate", metavar="DIR", help="write each frame with boxes and labels drawn into DIR")
+    p.add_argument("--out", help="write the JSON lines to this file instead of standard output")
+    p.set_defaults(func=_infer)
+
+    p = sub.add_parser("bench", help="time the pipeline's stages and the encoder's throughput (JSON)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt", "all"])
+    p.add_argument("--backbone", default="ViT-B-32")
+    p.add_argument("--pretrained", default="", help="a pretrained tag (default: random weights; speed is the same)")
+    p.add_argument("--model", help="a config name, exported folder or checkpoint instead of zero-shot")
+    p.add_argument("--config", default=None, help="a params file like config/fer.yaml")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--persons", type=int, default=1)
+    p.add_argument("--frames", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--json", metavar="OUT", help="also write the report to this file")
+    p.set_defaults(func=lambda a: __import__("ros_fer.bench", fromlist=["main_bench"]).main_bench(a))
+
     return parser
 
 

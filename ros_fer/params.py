@@ -33,13 +33,18 @@ PARAMS: tuple[Param, ...] = (
     Param("levels", ["face", "body", "context"], "crop levels when `model` is a config name"),
     Param("backend", "torch", "image encoder backend", ("torch", "onnxruntime", "tensorrt")),
     Param("device", "auto", "cpu, cuda, cuda:N or auto (cuda when available)"),
-    Param("precision", "auto", "fp32, fp16 or auto (fp16 on CUDA, fp32 on CPU)", ("auto", "fp32", "fp16")),
+    Param(
+        "precision",
+        "auto",
+        "fp32, fp16, int8 (onnxruntime: dynamically quantised weights, fastest on CPU), auto (CUDA fp16, CPU fp32)",
+        ("auto", "fp32", "fp16", "int8"),
+    ),
     Param("detector", "auto", "auto: YOLO with the weights below on a GPU, else OpenCV", ("auto", "yolo", "opencv")),
     Param("person_weights", "", "ultralytics weights file of a COCO model (person class) for bodies"),
     Param("face_weights", "", "ultralytics weights file of a face model"),
     Param("detector_confidence", 0.4, "minimum detection score"),
     Param("hog_bodies", False, "with the OpenCV detector, also find bodies with its HOG people detector"),
-    Param("profile_faces", True, "with the OpenCV detector, also look for faces in profile (slower)"),
+    Param("profile_faces", False, "with the OpenCV detector, also look for faces in profile (about 4x slower)"),
     Param("detector_max_side", 640, "with the OpenCV detector, frames are scaled down to this many pixels first"),
     Param("max_persons", 8, "at most this many persons per frame, closest first"),
     Param("smoothing", 0.6, "weight of the past in the per-track moving average of probabilities (0 = none)"),
@@ -67,6 +72,8 @@ def load_params(path: str | Path | None = None, overrides: dict | None = None) -
     if unknown:
         raise ConfigError(f"unknown parameter(s) {unknown}; known: {sorted(DEFAULTS)}")
     for p in PARAMS:
+        if values[p.name] is None and isinstance(p.default, str):
+            values[p.name] = ""  # `key=` on the command line, `key:` in YAML
         if p.choices and values[p.name] not in p.choices:
             raise ConfigError(f"parameter {p.name} must be one of {list(p.choices)}, got {values[p.name]!r}")
         if isinstance(p.default, float) and isinstance(values[p.name], int) and not isinstance(values[p.name], bool):

@@ -167,3 +167,17 @@ def test_torch_cuda_fp16_and_graphs_match_cpu():
         gpu = TorchBackend(tiny("mlper").eval(), "cuda", "fp16", cuda_graphs=graphs)
         got = {k: v.cpu() for k, v in gpu.encode(crops).items()}
         assert max_diff(got, reference) <= 1e-2
+
+
+def test_onnxruntime_int8_is_close_and_other_backends_refuse_it(tmp_path):
+    model = tiny("mlper").eval()
+    path = export_onnx(model, tmp_path / "int8.onnx", precision="int8")
+    backend = OnnxRuntimeBackend(path)
+    assert backend.precision == "int8" and read_onnx_meta(path)["identity"] == model.identity()
+    crops = crops_for(model, 4, seed=5)
+    ours, ref = backend.encode(crops)["global"], TorchBackend(model).encode(crops)["global"]
+    cos = torch.nn.functional.cosine_similarity(ours, ref, dim=-1)
+    assert cos.min() > 0.99  # quantised weights: close in direction, not bit-exact
+    assert not (tmp_path / "int8.onnx.fp32.tmp").exists()
+    with pytest.raises(ConfigError, match="int8 is an onnxruntime precision"):
+        TorchBackend(model, precision="int8")

@@ -99,8 +99,11 @@ def test_empty_and_bad_frames(tmp_path):
     assert pipeline.process(np.zeros((480, 640, 3), np.uint8)).persons == []
     grey = cv2.cvtColor(photo("zidane.jpg"), cv2.COLOR_RGB2GRAY)
     assert pipeline.process(grey).width == 1280
-    for bad, message in ((np.zeros((4, 4, 3), np.float32), "uint8"), (np.zeros((4, 4, 4), np.uint8), "H x W x 3"),
-                         (np.zeros((0, 4, 3), np.uint8), "H x W x 3")):
+    for bad, message in (
+        (np.zeros((4, 4, 3), np.float32), "uint8"),
+        (np.zeros((4, 4, 4), np.uint8), "H x W x 3"),
+        (np.zeros((0, 4, 3), np.uint8), "H x W x 3"),
+    ):
         with pytest.raises(InputShapeError, match=message):
             as_rgb(bad, "rgb")
 

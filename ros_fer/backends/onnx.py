@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..backbone import quiet_root_warnings
 from ..errors import ConfigError, FerError
 from ..models.base import FerModel
 from .base import check_precision
@@ -21,9 +22,24 @@ META_KEY = "ros_fer"
 
 def export_onnx(model: FerModel, path: str | os.PathLike[str], precision: str = "fp32", opset: int = 18) -> Path:
     """Write the image side to ONNX. The example batch is 2: with 1 the exporter would freeze the axis."""
-    import onnx
 
     check_precision(precision)
+    if precision == "int8":  # weights quantised after an fp32 export; activations stay float (dynamic)
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        path = Path(path)
+        fp32 = export_onnx(model, path.with_name(path.name + ".fp32.tmp"), "fp32", opset)
+        graph = onnx.load(str(fp32))
+        del graph.graph.value_info[:]  # the exporter's intermediate shapes confuse the quantiser's inference
+        onnx.save(graph, str(fp32))
+        tmp = path.with_name(path.name + ".tmp")
+        with quiet_root_warnings():  # it suggests a pre-processing step on the root logger
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+        fp32.unlink()
+        _set_meta(tmp, model, precision)
+        os.replace(tmp, path)
+        return path
     side = ImageSide(copy.deepcopy(model)).eval()  # a copy: halving must not touch the caller's model
     if precision == "fp16":
         side.half()
@@ -43,11 +59,20 @@ def export_onnx(model: FerModel, path: str | os.PathLike[str], precision: str = 
         external_data=False,
         verbose=False,
     )
-    graph = onnx.load(str(tmp))
+    _set_meta(tmp, model, precision)
+    os.replace(tmp, path)
+    return path
+
+
+def _set_meta(path: str | os.PathLike[str], model: FerModel, precision: str) -> None:
+    """Record what the graph is (identity, head, outputs) inside the ONNX file itself."""
+    import onnx
+
+    graph = onnx.load(str(path))
     meta = {
         "identity": model.identity(),
         "head": model.head().to_dict(),
-        "outputs": list(side.output_names),
+        "outputs": list(model.image_outputs()),
         "levels": list(model.levels),
         "image_size": model.backbone.image_size,
         "precision": precision,
@@ -55,9 +80,7 @@ def export_onnx(model: FerModel, path: str | os.PathLike[str], precision: str = 
     del graph.metadata_props[:]
     entry = graph.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(meta)
-    onnx.save(graph, str(tmp))
-    os.replace(tmp, path)
-    return path
+    onnx.save(graph, str(path))
 
 
 def read_onnx_meta(path: str | os.PathLike[str]) -> dict:

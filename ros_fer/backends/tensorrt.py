@@ -62,6 +62,8 @@ class TensorRTBackend:
         self.trt = trt
         self.device = device if device.startswith("cuda") else "cuda"
         self.precision = check_precision(precision)
+        if self.precision == "int8":
+            raise ConfigError("TensorRT int8 needs calibration data, which ros_fer does not ship; use fp16")
         self.meta = read_onnx_meta(onnx_path)
         self.output_names = tuple(self.meta["outputs"])
         self.levels, self.size = len(self.meta["levels"]), int(self.meta["image_size"])

@@ -19,6 +19,10 @@ class TorchBackend:
     def __init__(self, model: FerModel, device: str = "cpu", precision: str = "fp32", cuda_graphs: bool = False):
         self.device = str(device)
         self.precision = check_precision(precision)
+        if self.precision == "int8":
+            raise ConfigError(
+                "int8 is an onnxruntime precision (dynamically quantised ONNX); use fp32 or fp16 with torch"
+            )
         self.cuda = self.device.startswith("cuda")
         if self.cuda and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} asked for, but torch sees no CUDA device")

@@ -16,7 +16,7 @@ def create_detector(
     confidence: float = 0.4,
     hog_bodies: bool = False,
     max_side: int = 640,
-    profile_faces: bool = True,
+    profile_faces: bool = False,
 ) -> Detector:
     """`auto`: YOLO when weights are configured and a GPU is present, else the offline OpenCV detector."""
     if kind == "auto":

@@ -24,11 +24,11 @@ class OpenCVDetector:
 
     def __init__(
         self,
-        min_face: int = 20,
+        min_face: int = 32,
         bodies: bool = False,
         max_side: int = 640,
         neighbours: int = 4,
-        profile: bool = True,
+        profile: bool = False,
         scale_factor: float = 1.15,
     ):
         self.frontal = _cascade("haarcascade_frontalface_alt2.xml")

@@ -1,0 +1,203 @@
+"""`ros-fer bench`: per-stage latency of the whole frame (decode, detection, crop and resize, encoding,
+head, tracking), the model-only floor (detector, encoder and head back to back on the same inputs), the
+glue ratio, and encoder throughput in person-frames/s at several batch sizes. Random backbone weights
+by default, so it runs offline; speed does not depend on the weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from . import __version__
+from .crops import associate, make_crops
+from .params import load_params
+from .pipeline import Pipeline
+from .tracking import Tracker
+
+BATCHES = (1, 3, 12, 48)
+FRAME = (640, 480)
+
+
+def bench_frame(persons: int) -> np.ndarray:
+    """A 640x480 BGR frame with `persons` real people: head-and-shoulders tiles from ultralytics' zidane.jpg."""
+    import ultralytics
+
+    photo = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg"))
+    person = photo[40:720, 820:1180]  # Ancelotti: a frontal face the offline detector finds
+    cols = int(np.ceil(np.sqrt(persons)))
+    rows = int(np.ceil(persons / cols))
+    cell_w, cell_h = FRAME[0] // cols, FRAME[1] // rows
+    frame = np.full((FRAME[1], FRAME[0], 3), 90, np.uint8)
+    scale = min(cell_w / person.shape[1], cell_h / person.shape[0])
+    tile = cv2.resize(person, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    for i in range(persons):
+        r, c = divmod(i, cols)
+        y, x = r * cell_h + (cell_h - tile.shape[0]) // 2, c * cell_w + (cell_w - tile.shape[1]) // 2
+        frame[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+    return frame
+
+
+def stats(samples: list[float]) -> dict[str, float]:
+    a = np.asarray(samples)
+    return {"median": round(float(np.median(a)), 3), "p95": round(float(np.percentile(a, 95)), 3), "n": len(a)}
+
+
+def _timed(fn, *args):
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, (time.perf_counter() - t) * 1e3
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_bench(params: dict, frames: int = 50, warmup: int = 5, persons: int = 1, batches=BATCHES) -> dict:
+    pipeline = Pipeline.from_params(params)
+    rt, device = pipeline.runtime, pipeline.runtime.backend.device
+    frame = bench_frame(persons)
+    jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+    rgb = frame[:, :, ::-1]
+    found = len(associate(pipeline.detector.detect(np.ascontiguousarray(rgb)), FRAME[1], FRAME[0], persons))
+    stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "crops", "encode", "head", "track", "frame")}
+    floor: list[float] = []
+    tracker = Tracker(rt.labels.classes)
+    for i in range(warmup + frames):
+        # The whole frame, stage by stage, as the node runs it (decode included).
+        t0 = time.perf_counter()
+        bgr, t_dec = _timed(cv2.imdecode, jpeg, cv2.IMREAD_COLOR)
+        rgb = bgr[:, :, ::-1]
+        det, t_det = _timed(pipeline.detector.detect, rgb)
+        people = associate(det, FRAME[1], FRAME[0], persons)
+        crops, t_crop = _timed(make_crops, rgb, people, rt.levels, rt.image_size)
+        t = time.perf_counter()
+        feats = rt.backend.encode(crops)
+        _sync(device)
+        t_enc = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        probs = rt.head(feats, rt.text).softmax(-1).cpu().numpy()
+        t_head = (time.perf_counter() - t) * 1e3
+        _, t_track = _timed(tracker.update, np.stack([p.body for p in people]), probs)
+        t_frame = (time.perf_counter() - t0) * 1e3
+        # The floor: detector, encoder and head back to back on the same inputs, nothing else.
+        t = time.perf_counter()
+        pipeline.detector.detect(rgb)
+        out = rt.head(rt.backend.encode(crops), rt.text)
+        _sync(device)
+        del out
+        t_floor = (time.perf_counter() - t) * 1e3
+        if i >= warmup:
+            for key, value in zip(stages, (t_dec, t_det, t_crop, t_enc, t_head, t_track, t_frame), strict=True):
+                stages[key].append(value)
+            floor.append(t_floor)
+    throughput = {}
+    for batch in batches:
+        x = np.random.default_rng(batch).integers(
+            0, 256, (batch, len(rt.levels), rt.image_size, rt.image_size, 3), np.uint8
+        )
+        for _ in range(2):
+            rt.backend.encode(x)
+        _sync(device)
+        reps = max(3, min(20, 96 // batch))
+        t = time.perf_counter()
+        for _ in range(reps):
+            rt.backend.encode(x)
+        _sync(device)
+        throughput[str(batch)] = round(batch * reps / (time.perf_counter() - t), 2)
+    whole, model_only = stats(stages["frame"]), stats(floor)
+    return {
+        "backend": rt.backend.name,
+        "precision": rt.backend.precision,
+        "device": device,
+        "model": rt.description,
+        "levels": list(rt.levels),
+        "image_size": rt.image_size,
+        "detector": pipeline.detector.name,
+        "persons": persons,
+        "persons_found": found,
+        "frames": frames,
+        "stages_ms": {k: stats(v) for k, v in stages.items()},
+        "model_only_ms": model_only,
+        "frame_over_model_only": round(whole["median"] / model_only["median"], 3),
+        "encoder_person_frames_per_s": throughput,
+        "machine": machine(),
+        "versions": versions(),
+    }
+
+
+def machine() -> dict:
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def versions() -> dict:
+    import onnxruntime
+    import open_clip
+
+    out = {
+        "ros_fer": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "open_clip": open_clip.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opencv": cv2.__version__,
+    }
+    try:
+        import tensorrt
+
+        out["tensorrt"] = tensorrt.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        out["cuda"] = torch.version.cuda
+    return out
+
+
+def main_bench(args) -> int:
+    from .runtime import resolve_device
+
+    runs = [(args.backend, args.precision)]
+    if args.backend == "all":
+        runs = [("torch", args.precision), ("onnxruntime", args.precision)]
+        if resolve_device(args.device) == "cpu":
+            runs.append(("onnxruntime", "int8"))
+    overrides = {
+        "backbone": args.backbone,
+        "pretrained": args.pretrained or "",
+        "device": args.device,
+        "max_persons": max(args.persons, 1),
+    }
+    if args.model:
+        overrides["model"] = args.model
+    results = []
+    for backend, precision in runs:
+        params = load_params(args.config, {**overrides, "backend": backend, "precision": precision})
+        results.append(run_bench(params, args.frames, args.warmup, args.persons))
+    report: dict = {"results": results}
+    torch_runs = [r for r in results if r["backend"] == "torch"]
+    if torch_runs:
+        base = torch_runs[0]["stages_ms"]["encode"]["median"]
+        report["encoder_speedup_over_torch"] = {
+            f"{r['backend']}-{r['precision']}": round(base / r["stages_ms"]["encode"]["median"], 3)
+            for r in results
+            if r["backend"] != "torch"
+        }
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text)
+    print(text)
+    return 0

@@ -9,20 +9,25 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   echo "setup: Python 3.11 is required (the ROS 2 Kilted wheels are built for it); got $("$PY" --version)" >&2
   exit 1
 fi
-if [ ! -x .venv/bin/python ]; then
-  if ! "$PY" -m venv .venv 2>/dev/null; then
-    rm -rf .venv
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-      "$PY" -m venv .venv
-    else
-      echo "setup: '$PY -m venv' failed; install Debian's python3-venv (sudo apt-get install python3-venv)" >&2
-      exit 1
-    fi
+# System packages a bare Debian 12 lacks: venv, the Python headers, and a C/C++ toolchain with CMake for
+# building the message package. Installed only when missing (as root), otherwise named.
+missing=()
+"$PY" -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+[ -f "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || missing+=(python3-dev)
+command -v cmake >/dev/null || missing+=(cmake)
+command -v g++ >/dev/null || missing+=(g++)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing system packages; install them first: sudo apt-get install ${missing[*]}" >&2
+    exit 1
   fi
 fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" -c requirements/constraints.txt -r requirements/base.txt -r requirements/ros.txt
 "${PIP[@]}" -c requirements/constraints.txt --no-deps --no-build-isolation -e .
+bash scripts/build_msgs.sh
 .venv/bin/python -c 'import torch, open_clip, rclpy, ros_fer; print("setup: ok, torch", torch.__version__, "open_clip", open_clip.__version__)'

@@ -1,0 +1,232 @@
+"""fer_node: the ROS 2 front door. Converts messages, holds parameters, schedules the worker and publishes;
+everything else is the ROS-free pipeline."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+
+from ros_fer_msgs.msg import EmotionArray, PersonEmotion
+
+from .annotate import draw
+from .errors import FerError
+from .image_conv import ImageError, bgr_to_fields, compressed_to_bgr, image_to_bgr
+from .labels import load_label_set
+from .params import NODE, PARAMS, load_params
+from .pipeline import FrameResult, Pipeline
+
+try:  # REP-155 output where hri_msgs is installed
+    from hri_msgs.msg import Expression
+except ImportError:
+    Expression = None
+
+
+class LatestFrame:
+    """A one-slot mailbox: a newer frame replaces a waiting one, so the queue never grows."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self.dropped = 0
+
+    def put(self, item) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify()
+
+    def take(self, timeout: float):
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None, timeout)
+            item, self._item = self._item, None
+            return item
+
+
+def roi(box, width: int, height: int) -> RegionOfInterest:
+    if box is None:
+        return RegionOfInterest()
+    x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
+    x2, y2 = min(width, int(math.ceil(box[2]))), min(height, int(math.ceil(box[3])))
+    return RegionOfInterest(x_offset=x1, y_offset=y1, width=max(0, x2 - x1), height=max(0, y2 - y1))
+
+
+def to_msg(result: FrameResult, header, latency: float) -> EmotionArray:
+    out = EmotionArray(header=header, latency=float(latency))
+    for p in result.persons:
+        out.persons.append(
+            PersonEmotion(
+                track_id=p.track_id,
+                label=p.label,
+                confidence=float(p.confidence),
+                labels=list(result.labels),
+                scores=[float(s) for s in p.scores],
+                face=roi(p.face_box, result.width, result.height),
+                face_detected=p.face_detected,
+                body=roi(p.body_box, result.width, result.height),
+                body_detected=p.body_detected,
+                valence=float(p.valence),
+                arousal=float(p.arousal),
+                notes=p.notes,
+            )
+        )
+    return out
+
+
+class FerNode(Node):
+    def __init__(self):
+        super().__init__(NODE)
+        values = {}
+        for p in PARAMS:
+            text = p.description + (f" ({' | '.join(p.choices)})" if p.choices else "")
+            desc = ParameterDescriptor(description=text, read_only=True, dynamic_typing=True)
+            values[p.name] = self.declare_parameter(p.name, p.default, desc).value
+        self.params = load_params(None, values)
+        self.pipeline = Pipeline.from_params(self.params)
+        self.rep155 = dict(
+            zip(self.pipeline.labels, load_label_set(self.pipeline.runtime.labels.name).rep155(), strict=True)
+        )
+        self.get_logger().info(
+            f"model: {self.pipeline.runtime.description}; backend {self.pipeline.runtime.backend.name} "
+            f"{self.pipeline.runtime.backend.precision} on {self.pipeline.runtime.backend.device}; "
+            f"detector {self.pipeline.detector.name}"
+        )
+        self.emotion_pub = self.create_publisher(
+            EmotionArray, "emotion", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        )
+        self.debug_pub = (
+            self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
+            if self.params["debug_image"]
+            else None
+        )
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.hri_pubs: dict[int, object] = {}
+        kind = CompressedImage if self.params["compressed"] else Image
+        self.convert = compressed_to_bgr if self.params["compressed"] else image_to_bgr
+        self.create_subscription(kind, "image", self._on_image, qos_profile_sensor_data)
+        self.slot = LatestFrame()
+        self.latencies: deque[float] = deque(maxlen=200)
+        self.stage_ms: deque[dict[str, float]] = deque(maxlen=200)
+        self.processed: deque[float] = deque(maxlen=200)
+        self.bad_frames = self.errors = 0
+        self.stop = threading.Event()
+        self.worker = threading.Thread(target=self._work, name="fer_worker", daemon=True)
+        self.worker.start()
+        self.create_timer(1.0, self._diagnostics)
+
+    def _on_image(self, msg) -> None:
+        self.slot.put((msg, time.monotonic()))
+
+    def _work(self) -> None:
+        period = 1.0 / self.params["max_rate"] if self.params["max_rate"] > 0 else 0.0
+        last = 0.0
+        while not self.stop.is_set():
+            wait = last + period - time.monotonic()
+            if wait > 0:  # rate cap: frames arriving meanwhile replace each other in the slot
+                self.stop.wait(wait)
+            item = self.slot.take(timeout=0.2)
+            if item is None:
+                continue
+            last = time.monotonic()
+            try:
+                self._handle(*item)
+            except ImageError as exc:
+                self.bad_frames += 1
+                self.get_logger().warning(f"skipping a frame: {exc}", throttle_duration_sec=5.0)
+            except Exception as exc:  # noqa: BLE001 - one bad frame must never stop the node
+                self.errors += 1
+                self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+
+    def _handle(self, msg, arrived: float) -> None:
+        bgr = self.convert(msg)
+        result = self.pipeline.process(bgr, color="bgr")
+        latency = time.monotonic() - arrived
+        self.emotion_pub.publish(to_msg(result, msg.header, latency))
+        self.latencies.append(latency)
+        self.stage_ms.append(result.timings_ms)
+        self.processed.append(time.monotonic())
+        if self.debug_pub is not None and self.debug_pub.get_subscription_count() > 0:
+            self.debug_pub.publish(Image(header=msg.header, **bgr_to_fields(draw(bgr, result))))
+        if Expression is not None:
+            self._publish_rep155(result, msg.header)
+
+    def _publish_rep155(self, result: FrameResult, header) -> None:
+        for p in result.persons:
+            if p.track_id < 0 or p.face_box is None:
+                continue
+            if p.track_id not in self.hri_pubs:
+                self.hri_pubs[p.track_id] = self.create_publisher(
+                    Expression, f"/humans/faces/fer{p.track_id}/expression", 10
+                )
+            expression = self.rep155.get(p.label, "") if p.label in self.rep155 else ""
+            self.hri_pubs[p.track_id].publish(
+                Expression(
+                    header=header,
+                    expression=expression,
+                    valence=float(p.valence),
+                    arousal=float(p.arousal),
+                    confidence=float(p.confidence),
+                )
+            )
+
+    def _diagnostics(self) -> None:
+        lat = np.asarray(self.latencies) * 1e3
+        now = time.monotonic()
+        recent = [t for t in self.processed if now - t <= 5.0]
+        rate = len(recent) / 5.0
+        status = DiagnosticStatus(name=f"{self.get_name()}: emotion", hardware_id=self.pipeline.runtime.backend.device)
+        status.level = DiagnosticStatus.OK if rate > 0 else DiagnosticStatus.WARN
+        status.message = f"{rate:.1f} Hz" if rate > 0 else "no frames processed in the last 5 s"
+        stats = {
+            "rate_hz": f"{rate:.2f}",
+            "latency_median_ms": f"{np.median(lat):.1f}" if lat.size else "nan",
+            "latency_p95_ms": f"{np.percentile(lat, 95):.1f}" if lat.size else "nan",
+            "frames_dropped_for_newer": str(self.slot.dropped),
+            "frames_malformed": str(self.bad_frames),
+            "frames_failed": str(self.errors),
+            "model": self.pipeline.runtime.description,
+        }
+        stages = list(self.stage_ms)
+        for key in stages[0] if stages else ():
+            stats[f"{key}_median_ms"] = f"{np.median([s[key] for s in stages]):.1f}"
+        status.values = [KeyValue(key=k, value=v) for k, v in stats.items()]
+        self.diag_pub.publish(DiagnosticArray(header=self._stamp(), status=[status]))
+
+    def _stamp(self):
+        from std_msgs.msg import Header
+
+        return Header(stamp=self.get_clock().now().to_msg())
+
+    def close(self) -> None:
+        self.stop.set()
+        self.worker.join(timeout=5.0)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = FerNode()
+    except FerError as exc:
+        print(f"fer_node: error: {exc}", flush=True)
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

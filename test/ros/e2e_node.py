@@ -1,0 +1,198 @@
+"""End-to-end run of the real fer_node process over real DDS. Run only inside scripts/loopback.sh (a
+loopback-only network namespace with the loopback Fast DDS profile). Every loop is bounded in count and time.
+Writes a JSON report of what it saw; test/test_node.py asserts on it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rclpy
+import ultralytics
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from ros_fer_msgs.msg import EmotionArray
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from ros_fer.image_conv import bgr_to_fields  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Probe(Node):
+    def __init__(self, topic: str):
+        super().__init__("fer_probe")
+        self.image_pub = self.create_publisher(Image, topic, qos_profile_sensor_data)
+        self.received: list[tuple[EmotionArray, float]] = []
+        self.debug_images = 0
+        self.diagnostics: list[DiagnosticArray] = []
+        self.create_subscription(
+            EmotionArray,
+            "/emotion",
+            lambda m: self.received.append((m, time.monotonic())),
+            QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
+        )
+        self.create_subscription(Image, "/fer_node/debug_image", self._debug, qos_profile_sensor_data)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+
+    def _debug(self, _msg) -> None:
+        self.debug_images += 1
+
+    def send(self, fields: dict, stamp_ns: int, frame_id: str = "camera") -> float:
+        msg = Image(**fields)
+        msg.header.frame_id = frame_id
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        self.image_pub.publish(msg)
+        return time.monotonic()
+
+
+def spin_until(node: Node, done, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+        if done():
+            return True
+    return done()
+
+
+def stamp_ns(msg: EmotionArray) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--backbone", default="tiny-random")
+    ap.add_argument("--burst-seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    report: dict = {"backbone": args.backbone}
+    frame = cv2.resize(cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg")), (640, 480))
+    good = bgr_to_fields(frame, "bgr8")
+    node_cmd = [
+        str(Path(sys.executable).with_name("fer_node")),
+        "--ros-args",
+        "--params-file",
+        str(ROOT / "config" / "fer.yaml"),
+        "-p",
+        f"backbone:={args.backbone}",
+        "-p",
+        "pretrained:=''",
+        "-p",
+        "max_rate:=60.0",
+        "-r",
+        "image:=/test/camera",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1"}
+    proc = subprocess.Popen(node_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rclpy.init()
+    probe = Probe("/test/camera")
+    try:
+        # 1. discovery, then stamps round-trip: every answer carries the header of the frame it came from.
+        report["discovered"] = spin_until(probe, lambda: probe.image_pub.get_subscription_count() > 0, 120)
+        sent = {}
+        for i in range(10):
+            stamp = 1_000_000_000 * (100 + i) + 123
+            sent[stamp] = probe.send(good, stamp)
+            n = len(probe.received)
+            spin_until(probe, lambda n=n: len(probe.received) > n, 15)
+        answers = [m for m, _ in probe.received]
+        report["basic"] = {
+            "sent": len(sent),
+            "received": len(answers),
+            "stamps_match": all(stamp_ns(m) in sent for m in answers),
+            "frame_ids": sorted({m.header.frame_id for m in answers}),
+            "persons": [len(m.persons) for m in answers],
+            "labels": list(answers[-1].persons[0].labels) if answers and answers[-1].persons else [],
+            "scores_sum": float(sum(answers[-1].persons[0].scores)) if answers and answers[-1].persons else 0.0,
+            "track_ids": [[p.track_id for p in m.persons] for m in answers],
+        }
+        # 2. malformed frames in between: the node skips them and keeps answering good ones.
+        bad = [
+            {**good, "encoding": "yuv422"},
+            {**good, "data": good["data"][:-7]},
+            {**good, "height": 0, "width": 0, "step": 0, "data": b""},
+            {**good, "height": 100000, "width": 100000, "step": 300000},
+            {**good, "encoding": "rgb8", "step": 10},
+        ]
+        before = len(probe.received)
+        for j, fields in enumerate(bad):
+            probe.send(fields, 1_000_000_000 * (300 + j))
+            spin_until(probe, lambda: False, 0.3)
+        after_bad = 1_000_000_000 * 400 + 7
+        probe.send(good, after_bad)
+        spin_until(probe, lambda: any(stamp_ns(m) == after_bad for m, _ in probe.received), 20)
+        report["malformed"] = {
+            "answers_to_bad": sum(1 for m, _ in probe.received[before:] if 300 <= m.header.stamp.sec < 400),
+            "answered_after": any(stamp_ns(m) == after_bad for m, _ in probe.received),
+            "alive": proc.poll() is None,
+        }
+        # 3. a 60 Hz burst: latency stays bounded (no growing queue) and memory stays flat.
+        spin_until(probe, lambda: False, 1.0)
+        rss_start = rss_mb(proc.pid)
+        publish_times: dict[int, float] = {}
+        start, k = time.monotonic(), 0
+        first = len(probe.received)
+        while time.monotonic() - start < args.burst_seconds and k < 10_000:
+            target = start + k / 60.0
+            spin_until(probe, lambda: False, max(0.0, target - time.monotonic()))
+            stamp = 1_000_000_000 * 1000 + k
+            publish_times[stamp] = probe.send(good, stamp)
+            k += 1
+        spin_until(probe, lambda: False, 3.0)
+        burst = [(m, t) for m, t in probe.received[first:] if stamp_ns(m) in publish_times]
+        latencies = sorted(t - publish_times[stamp_ns(m)] for m, t in burst)
+        node_lat = sorted(m.latency for m, _ in burst)
+        half = len(latencies) // 2
+        report["burst"] = {
+            "sent": len(publish_times),
+            "answered": len(burst),
+            "latency_s": {
+                "median": float(np.median(latencies)) if latencies else None,
+                "p95": float(np.percentile(latencies, 95)) if latencies else None,
+                "max": max(latencies) if latencies else None,
+                "first_half_median": float(np.median(latencies[:half])) if half else None,
+            },
+            "latency_in_time_order_s": [round(t - publish_times[stamp_ns(m)], 4) for m, t in burst],
+            "node_reported_latency_median_s": float(np.median(node_lat)) if node_lat else None,
+            "rss_mb": {"start": rss_start, "end": rss_mb(proc.pid)},
+        }
+        # 4. the debug image only flows to a subscriber; diagnostics come once a second.
+        spin_until(probe, lambda: probe.debug_images > 0 and probe.diagnostics, 10)
+        report["debug_images"] = probe.debug_images
+        statuses = [s for d in probe.diagnostics for s in d.status if "fer_node" in s.name]
+        report["diagnostics"] = {s.key: s.value for s in statuses[-1].values} if statuses else {}
+        report["alive_at_end"] = proc.poll() is None
+    finally:
+        probe.destroy_node()
+        rclpy.try_shutdown()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        report["node_exit"] = proc.returncode
+        report["node_log_tail"] = (proc.stdout.read() if proc.stdout else "")[-4000:]
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,6 +17,7 @@ for f in $(grep -rl "/opt/python/cp311-cp311" "$VENV/share" --include='*.cmake' 
          -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NP_INC#g" "$f"
 done
 BUILD=$PWD/build/ros_fer_msgs
+mkdir -p "$BUILD"
 # CMake and the rosidl generators run Python: the venv's, with the wheels' libraries on the path.
 export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1 LD_LIBRARY_PATH="$VENV/lib:${LD_LIBRARY_PATH:-}"
 export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"

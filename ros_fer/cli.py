@@ -7,24 +7,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-import yaml
-
 from .errors import FerError
-
-
-def parse_overrides(pairs: Sequence[str]) -> dict:
-    """`a.b=value` pairs (values parsed as YAML) into a nested dict."""
-    out: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise FerError(f"override {pair!r} is not key=value")
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return out
+from .models.factory import parse_overrides
 
 
 def _model_from_args(args: argparse.Namespace):

@@ -122,8 +122,13 @@ class MPAFER(FerModel):
     def accumulate_prototypes(self, crops: torch.Tensor, targets: torch.Tensor) -> None:
         """Add frozen, un-prompted image features to the class means (a pass over the training set)."""
         feats = F.normalize(self.clip.encode_image(self.check_crops(crops)[:, 0]), dim=-1)
-        self.proto_sum.index_add_(0, targets, feats)
-        self.proto_count.index_add_(0, targets, torch.ones_like(targets, dtype=self.proto_count.dtype))
+        sums = torch.zeros_like(self.proto_sum).index_add_(0, targets, feats)
+        counts = torch.zeros_like(self.proto_count).index_add_(0, targets, torch.ones_like(targets, dtype=feats.dtype))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # every rank: the same means
+            torch.distributed.all_reduce(sums)
+            torch.distributed.all_reduce(counts)
+        self.proto_sum += sums
+        self.proto_count += counts
 
     def prototypes(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.proto_sum / self.proto_count.clamp(min=1).unsqueeze(1), self.proto_count > 0

@@ -1,0 +1,197 @@
+"""Evaluate a checkpoint honestly: accuracy and mean class accuracy, per-class accuracy, a confusion-matrix
+PNG and a t-SNE PNG of the image features, for the test split and the occlusion / pose subsets given their
+lists; cross-dataset by pointing --data at another data set (classes matched by emotion name).
+
+    python training/evaluate.py --checkpoint runs/x/best.safetensors --config mlper_rafdb_vitl14 \
+        [--data caers] --out eval/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from ros_fer.errors import FerError  # noqa: E402
+from ros_fer.labels import load_label_set  # noqa: E402
+from ros_fer.models import create_model, load_model  # noqa: E402
+from training.config import load_train_config, model_overrides, resolve_config  # noqa: E402
+from training.datasets.adapters import load_split  # noqa: E402
+from training.datasets.multilevel import MultiLevelCrops, fill_boxes  # noqa: E402
+
+
+def metrics(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
+    n = len(classes)
+    confusion = np.zeros((n, n), int)
+    np.add.at(confusion, (y, pred), 1)
+    support = confusion.sum(1)
+    per_class = {c: (float(confusion[i, i] / support[i]) if support[i] else None) for i, c in enumerate(classes)}
+    present = [v for v in per_class.values() if v is not None]
+    return {
+        "n": int(len(y)),
+        "accuracy": float((y == pred).mean()) if len(y) else None,
+        "mean_class_accuracy": float(np.mean(present)) if present else None,
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+    }
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(confusion, float)
+    rows = m / np.maximum(m.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1 + 0.8 * len(classes), 1 + 0.7 * len(classes)))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(
+                j,
+                i,
+                f"{rows[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if rows[i, j] > 0.5 else "black",
+            )
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_tsne(features: np.ndarray, y: np.ndarray, classes: list[str], path: Path, seed: int = 0) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    keep = np.random.default_rng(seed).permutation(len(y))[:2000]
+    emb = TSNE(n_components=2, perplexity=min(30, max(2, len(keep) // 4)), random_state=seed, init="pca").fit_transform(
+        features[keep]
+    )
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for i, c in enumerate(classes):
+        sel = y[keep] == i
+        ax.scatter(emb[sel, 0], emb[sel, 1], s=6, label=c)
+    ax.legend(markerscale=3, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("t-SNE of image features")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def predict(model, dataset, batch: int, device) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    text = model.text_features()
+    preds, feats = [], []
+    for x, _ in DataLoader(dataset, batch_size=batch):
+        image = model.encode_image(x.to(device))
+        preds.append(model.classify(image, text).argmax(-1).cpu())
+        f = image.get("global", image.get("levels"))
+        feats.append(f.reshape(len(x), -1).float().cpu())
+    return torch.cat(preds).numpy(), torch.cat(feats).numpy()
+
+
+def evaluate(checkpoint: str | None, cfg: dict, out: Path, split: str = "test", data: dict | None = None) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = (
+        load_model(checkpoint, device=device)
+        if checkpoint
+        else create_model(cfg["model"]["config"], model_overrides(cfg), device=device)
+    )
+    data = data or cfg["data"]
+    data_labels = load_label_set(data["labels"])
+    model_classes = list(model.labels.classes)
+    test = load_split(data, split, data_labels)
+    # Cross-dataset: keep the images whose class the model knows, re-indexed into the model's label order.
+    unknown = sum(1 for s in test.samples if data_labels.classes[s.label] not in model_classes)
+    for s in test.samples:
+        s.label = (
+            model_classes.index(data_labels.classes[s.label]) if data_labels.classes[s.label] in model_classes else -1
+        )
+    test.samples = [s for s in test.samples if s.label >= 0]
+    root = Path(data["root"]).expanduser()
+    fill_boxes(test, root)
+    bb = model.backbone
+    dataset = MultiLevelCrops(test.samples, model.levels, bb.image_size, bb.mean, bb.std)
+    pred, feats = predict(model, dataset, int(cfg["train"].get("batch_size", 32)), device)
+    y = np.array([s.label for s in test.samples])
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "checkpoint": checkpoint,
+        "dataset": data["dataset"],
+        "root": str(root),
+        "split": split,
+        "labels": model_classes,
+        "skipped": dict(test.skipped),
+        "unmapped_classes": unknown,
+        "all": metrics(y, pred, model_classes),
+        "subsets": {},
+    }
+    names = [str(s.path.name) for s in test.samples]
+    for subset in ("occlusion", "pose30", "pose45"):
+        if data.get(subset):
+            wanted = {line.split()[0] for line in Path(data[subset]).read_text().splitlines() if line.strip()}
+            sel = np.array(
+                [n in wanted or Path(n).stem.replace("_aligned", "") in {Path(w).stem for w in wanted} for n in names]
+            )
+            result["subsets"][subset] = metrics(y[sel], pred[sel], model_classes)
+    plot_confusion(
+        result["all"]["confusion"],
+        model_classes,
+        out / "confusion.png",
+        f"{data['dataset']} {split}: acc {result['all']['accuracy']:.3f}",
+    )
+    if len(y) >= 5:
+        plot_tsne(feats, y, model_classes, out / "tsne.png")
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Evaluate a checkpoint (accuracy, confusion matrix, t-SNE).")
+    ap.add_argument("--checkpoint", help="a training checkpoint (default: the untrained model, e.g. zero-shot)")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    ap.add_argument("--data", help="another data-set config (cross-dataset), e.g. caers or data/caers.yaml")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--out", default="eval")
+    args = ap.parse_intermixed_args(argv)
+    try:
+        cfg = load_train_config(args.config, args.overrides)
+        data = None
+        if args.data:
+            import yaml
+
+            path = resolve_config(args.data if args.data.endswith(".yaml") else f"data/{args.data}.yaml")
+            data = {**yaml.safe_load(path.read_text())["data"], **cfg.get("data_override", {})}
+        result = evaluate(args.checkpoint, cfg, Path(args.out), args.split, data)
+    except FerError as exc:
+        print(f"evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    summary = {k: result["all"][k] for k in ("n", "accuracy", "mean_class_accuracy")}
+    print(json.dumps({**summary, "subsets": {k: v["accuracy"] for k, v in result["subsets"].items()}, "out": args.out}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

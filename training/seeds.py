@@ -1,0 +1,64 @@
+"""Train and evaluate one config over several seeds and report mean ± std: single best runs are what
+users of FER repositories rightly distrust.
+
+    python training/seeds.py --config mlper_rafdb_vitl14 --seeds 0 1 2 [key=value ...] --out runs/seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from training.config import load_train_config  # noqa: E402
+from training.engine import Trainer  # noqa: E402
+from training.evaluate import evaluate  # noqa: E402
+
+
+def run_seeds(config: str, seeds: list[int], overrides: list[str], out: Path) -> dict:
+    runs = []
+    for seed in seeds:
+        cfg = load_train_config(config, [*overrides, f"train.seed={seed}"])
+        run_dir = out / f"seed{seed}"
+        Trainer(cfg, run_dir, resume=True).fit()
+        best = run_dir / "best.safetensors"
+        result = evaluate(str(best) if best.is_file() else None, cfg, run_dir / "eval")
+        runs.append(
+            {
+                "seed": seed,
+                "accuracy": result["all"]["accuracy"],
+                "mean_class_accuracy": result["all"]["mean_class_accuracy"],
+            }
+        )
+    summary = {"config": config, "seeds": seeds, "runs": runs}
+    for key in ("accuracy", "mean_class_accuracy"):
+        values = np.array([r[key] for r in runs], float)
+        summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "seeds.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="mean ± std over seeds")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    ap.add_argument("--out", default="runs/seeds")
+    args = ap.parse_intermixed_args(argv)
+    s = run_seeds(args.config, args.seeds, args.overrides, Path(args.out))
+    a, m = s["accuracy"], s["mean_class_accuracy"]
+    print(
+        f"accuracy {100 * a['mean']:.2f} ± {100 * a['std']:.2f}; mean class accuracy {100 * m['mean']:.2f} ± {100 * m['std']:.2f}"
+        f" over seeds {args.seeds}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -101,6 +101,8 @@ class Trainer:
         self.rank, self.world, self.device = setup_distributed()
         t = cfg["train"]
         torch.manual_seed(t.get("seed", 0))
+        if t.get("deterministic", False):  # bit-identical reruns (with a fixed thread count); slower kernels
+            torch.use_deterministic_algorithms(True)
         self.model: FerModel = create_model(cfg["model"]["config"], model_overrides(cfg), device=self.device)
         labels = self.model.labels
         data = cfg["data"]

@@ -53,10 +53,9 @@ def main(argv=None) -> int:
     args = ap.parse_intermixed_args(argv)
     s = run_seeds(args.config, args.seeds, args.overrides, Path(args.out))
     a, m = s["accuracy"], s["mean_class_accuracy"]
-    print(
-        f"accuracy {100 * a['mean']:.2f} ± {100 * a['std']:.2f}; mean class accuracy {100 * m['mean']:.2f} ± {100 * m['std']:.2f}"
-        f" over seeds {args.seeds}"
-    )
+    acc = f"accuracy {100 * a['mean']:.2f} ± {100 * a['std']:.2f}"
+    mca = f"mean class accuracy {100 * m['mean']:.2f} ± {100 * m['std']:.2f}"
+    print(f"{acc}; {mca} over seeds {args.seeds}")
     return 0
 
 

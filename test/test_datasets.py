@@ -1,0 +1,116 @@
+"""Each data-set adapter on a small fixture in its real layout, and its errors."""
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ros_fer.labels import load_label_set  # noqa: E402
+from training.datasets.adapters import load_split  # noqa: E402
+from training.datasets.base import DataError  # noqa: E402
+from training.datasets.multilevel import MultiLevelCrops, fill_boxes  # noqa: E402
+
+IMG = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def image(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), IMG)
+
+
+def test_rafdb(tmp_path):
+    (tmp_path / "EmoLabel").mkdir()
+    lines = [f"train_{i:05d}.jpg {i % 7 + 1}" for i in range(1, 21)] + ["test_00001.jpg 4", "test_00002.jpg 7"]
+    (tmp_path / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    for line in lines:
+        image(tmp_path / "Image" / "aligned" / line.split()[0].replace(".jpg", "_aligned.jpg"))
+    labels = load_label_set("rafdb")
+    cfg = {"dataset": "rafdb", "root": str(tmp_path), "labels": "rafdb"}
+    test = load_split(cfg, "test", labels)
+    assert [labels.classes[s.label] for s in test.samples] == ["happiness", "neutral"]  # 4 = happiness, 7 = neutral
+    train, val = load_split(cfg, "train", labels), load_split(cfg, "val", labels)
+    assert len(train.samples) == 18 and len(val.samples) == 2
+    assert not {s.path for s in train.samples} & {s.path for s in val.samples}
+    (tmp_path / "EmoLabel" / "list_patition_label.txt").write_text("train_00001.jpg 9\n")
+    with pytest.raises(DataError, match=r"list_patition_label.txt:1: expected '<image> <label 1..7>'"):
+        load_split(cfg, "train", labels)
+
+
+def test_affectnet(tmp_path):
+    header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+    rows = [
+        "1/a.jpg,2,3,30,30,,1,0.5,0.2",
+        "1/b.jpg,0,0,40,40,,7,-0.3,0.1",
+        "1/c.jpg,0,0,40,40,,9,0,0",
+        "1/missing.jpg,0,0,40,40,,2,0,0",
+    ]
+    (tmp_path / "validation.csv").write_text("\n".join([header, *rows]) + "\n")
+    for name in ("a", "b", "c"):
+        image(tmp_path / "Manually_Annotated_Images" / "1" / f"{name}.jpg")
+    cfg = {"dataset": "affectnet", "root": str(tmp_path), "labels": "affectnet7"}
+    seven = load_split(cfg, "test", load_label_set("affectnet7"))
+    assert [s.path.name for s in seven.samples] == ["a.jpg"] and seven.samples[0].face == [2, 3, 32, 33]
+    assert seven.skipped["class contempt outside affectnet7"] == 1 and seven.skipped["missing image"] == 1
+    assert seven.skipped["not an expression (none/uncertain/no-face)"] == 1
+    eight = load_split({**cfg, "labels": "affectnet8"}, "test", load_label_set("affectnet8"))
+    assert [load_label_set("affectnet8").classes[s.label] for s in eight.samples] == ["happiness", "contempt"]
+    assert "missing image" in eight.summary()
+    (tmp_path / "validation.csv").write_text(header + "\n1/a.jpg,x,3,30,30,,1,0,0\n")
+    with pytest.raises(DataError, match=r"validation.csv:2: non-numeric"):
+        load_split(cfg, "test", load_label_set("affectnet7"))
+
+
+def test_ferplus_majority_vote(tmp_path):
+    rows = [
+        "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF",
+        "PrivateTest,fer0000001.png,0,8,1,0,0,0,1,0,0,0",  # happiness
+        "PrivateTest,fer0000002.png,5,5,0,0,0,0,0,0,0,0",  # tie: skipped
+        "PrivateTest,fer0000003.png,0,0,0,0,0,0,0,0,2,8",  # not a face: skipped
+        "Training,fer0000004.png,10,0,0,0,0,0,0,0,0,0",
+    ]
+    (tmp_path / "fer2013new.csv").write_text("\n".join(rows) + "\n")
+    for n in (1, 2, 3):
+        image(tmp_path / "FER2013Test" / f"fer000000{n}.png")
+    labels = load_label_set("ferplus")
+    split = load_split({"dataset": "ferplus", "root": str(tmp_path), "labels": "ferplus"}, "test", labels)
+    assert [labels.classes[s.label] for s in split.samples] == ["happiness"]
+    assert split.skipped == {"tied vote": 1, "majority NF": 1}
+
+
+def test_caers_and_folder(tmp_path):
+    for split in ("train", "test"):
+        for cls in ("Anger", "Happy", "Sad"):
+            for i in range(8):
+                image(tmp_path / split / cls / f"{i}.png")
+    (tmp_path / "train" / "Happy" / "notes.txt").write_text("not an image")
+    labels = load_label_set("caers")
+    cfg = {"dataset": "caers", "root": str(tmp_path), "labels": "caers"}
+    train, val, test = (load_split(cfg, s, labels) for s in ("train", "val", "test"))
+    assert len(train.samples) + len(val.samples) == 24 and len(val.samples) == 3 and len(test.samples) == 24
+    assert train.skipped["not an image (.txt)"] == 1
+    assert {labels.classes[s.label] for s in test.samples} == {"anger", "happiness", "sadness"}
+    (tmp_path / "test" / "Bored").mkdir()
+    with pytest.raises(DataError, match=r"test/Bored: unknown class name 'Bored'"):
+        load_split(cfg, "test", labels)
+
+
+def test_boxes_are_detected_once_and_cached(tmp_path):
+    import ultralytics
+
+    photo = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg"))
+    (tmp_path / "test" / "happy").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "test" / "happy" / "z.jpg"), photo)
+    labels = load_label_set("basic7")
+    cfg = {"dataset": "folder", "root": str(tmp_path), "labels": "basic7"}
+    split = load_split(cfg, "test", labels)
+    assert fill_boxes(split, tmp_path)["detected"] == 1
+    face = split.samples[0].face
+    assert 900 < face[0] < 940 and 100 < face[1] < 130  # Ancelotti's face
+    again = load_split(cfg, "test", labels)
+    assert fill_boxes(again, tmp_path) == {"annotated": 0, "cached": 1, "detected": 0, "no face": 0}
+    crops, label = MultiLevelCrops(again.samples, ("face", "body", "context"), 64, (0.5,) * 3, (0.5,) * 3)[0]
+    assert tuple(crops.shape) == (3, 3, 64, 64) and label == labels.index("happiness")

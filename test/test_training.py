@@ -38,6 +38,21 @@ def losses(run: Path) -> list[dict]:
         return [row for row in csv.DictReader(fh) if row.get("loss")]
 
 
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}  # one thread: reproducible CPU kernels
+
+
+def train(out: Path, args: list[str], *extra: str) -> None:
+    """train.py as a user runs it; fails the test with its stderr."""
+    res = subprocess.run(
+        [*TRAIN, "--config", "synthetic_mlper_tiny", "--out", str(out), *extra, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 def weights(path: Path) -> dict:
     with safe_open(str(path), framework="pt") as fh:
         return {k: fh.get_tensor(k) for k in fh.keys()}
@@ -79,23 +94,15 @@ def test_killed_run_resumes_on_the_same_loss_curve(synthetic, tmp_path):
     common = quiet(
         ["train.epochs=3", "train.save_every_steps=4", "train.batch_size=16", "train.deterministic=true"], synthetic
     )
-    # Bit-identical curves need deterministic kernels and a fixed thread count: threaded CPU reductions
-    # alone differ between two uninterrupted runs in the 7th digit.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    full = subprocess.run(
-        [*TRAIN, "--config", "synthetic_mlper_tiny", "--out", str(tmp_path / "full"), *common],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert full.returncode == 0, full.stderr[-2000:]
+    # Bit-identical curves need deterministic kernels and a fixed thread count (ENV): threaded CPU
+    # reductions alone differ between two uninterrupted runs in the 7th digit.
+    train(tmp_path / "full", common)
     # Start again, SIGKILL once a mid-epoch checkpoint exists, then --resume.
     proc = subprocess.Popen(
         [*TRAIN, "--config", "synthetic_mlper_tiny", "--out", str(tmp_path / "killed"), *common],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env,
+        env=ENV,
     )
     state = tmp_path / "killed" / "last.state.json"
     deadline = time.monotonic() + 300
@@ -107,14 +114,7 @@ def test_killed_run_resumes_on_the_same_loss_curve(synthetic, tmp_path):
     proc.wait(timeout=30)
     killed_at = json.loads(state.read_text())["state"]["global_step"]
     assert 0 < killed_at < len(losses(tmp_path / "full"))
-    resumed = subprocess.run(
-        [*TRAIN, "--config", "synthetic_mlper_tiny", "--out", str(tmp_path / "killed"), "--resume", *common],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    train(tmp_path / "killed", common, "--resume")
     a = {int(r["global_step"]): float(r["loss"]) for r in losses(tmp_path / "full")}
     b = {int(r["global_step"]): float(r["loss"]) for r in losses(tmp_path / "killed")}  # later rows win
     assert set(a) == set(b)
@@ -125,15 +125,7 @@ def test_killed_run_resumes_on_the_same_loss_curve(synthetic, tmp_path):
 
 def test_two_process_ddp_equals_one_process(synthetic, tmp_path):
     common = quiet(["train.max_steps=3", "train.batch_size=8", "train.epochs=1"], synthetic)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    single = subprocess.run(
-        [*TRAIN, "--config", "synthetic_mlper_tiny", "--out", str(tmp_path / "one"), *common],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert single.returncode == 0, single.stderr[-2000:]
+    train(tmp_path / "one", common)
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     ddp = subprocess.run(
         [
@@ -150,7 +142,7 @@ def test_two_process_ddp_equals_one_process(synthetic, tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
-        env=env,
+        env=ENV,
     )
     assert ddp.returncode == 0, ddp.stdout[-2000:] + ddp.stderr[-3000:]
     w1, w2 = weights(tmp_path / "one" / "last.safetensors"), weights(tmp_path / "two" / "last.safetensors")

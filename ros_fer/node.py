@@ -169,7 +169,7 @@ class FerNode(Node):
                 self.hri_pubs[p.track_id] = self.create_publisher(
                     Expression, f"/humans/faces/fer{p.track_id}/expression", 10
                 )
-            expression = self.rep155.get(p.label, "") if p.label in self.rep155 else ""
+            expression = self.rep155.get(p.label, "")  # "unknown" has no REP-155 expression
             self.hri_pubs[p.track_id].publish(
                 Expression(
                     header=header,

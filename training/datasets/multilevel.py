@@ -52,7 +52,6 @@ def fill_boxes(split: Split, root: Path, progress=None) -> dict[str, int]:
             counts["detected"] += 1
             dirty = True
         entry = cache[key]
-        w, h = entry.get("size", [None, None])
         if s.face is None:
             s.face = entry["face"]
         if s.face is None:

@@ -93,7 +93,7 @@ class Bundle:
             if not torch.cuda.is_available():
                 raise ConfigError("backend 'tensorrt' needs a CUDA device; torch sees none")
             onnx = self.onnx_path("fp32")  # TensorRT lowers precision itself; fp32 ONNX is the exact source
-            reference = TorchBackend(self.load_model("cuda"), "cuda", "fp32").encode
+            reference = lambda: TorchBackend(self.load_model("cuda"), "cuda", "fp32").encode  # noqa: E731
             return TensorRTBackend(onnx, self.path / "engines", precision, options.get("max_batch", 48), reference)
         raise ConfigError(f"unknown backend {kind!r}; choose one of {BACKENDS}")
 

@@ -22,7 +22,6 @@ from ros_fer_msgs.msg import EmotionArray, PersonEmotion
 from .annotate import draw
 from .errors import FerError
 from .image_conv import ImageError, bgr_to_fields, compressed_to_bgr, image_to_bgr
-from .labels import load_label_set
 from .params import NODE, PARAMS, load_params
 from .pipeline import FrameResult, Pipeline
 
@@ -94,9 +93,7 @@ class FerNode(Node):
             values[p.name] = self.declare_parameter(p.name, p.default, desc).value
         self.params = load_params(None, values)
         self.pipeline = Pipeline.from_params(self.params)
-        self.rep155 = dict(
-            zip(self.pipeline.labels, load_label_set(self.pipeline.runtime.labels.name).rep155(), strict=True)
-        )
+        self.rep155 = dict(zip(self.pipeline.labels, self.pipeline.runtime.labels.rep155(), strict=True))
         self.get_logger().info(
             f"model: {self.pipeline.runtime.description}; backend {self.pipeline.runtime.backend.name} "
             f"{self.pipeline.runtime.backend.precision} on {self.pipeline.runtime.backend.device}; "

@@ -124,9 +124,7 @@ class Pipeline:
     def reset(self) -> None:
         """Forget all tracks (a new, unrelated stream of frames begins)."""
         if self.tracker is not None:
-            self.tracker = Tracker(
-                self.labels, self.tracker.alpha, self.tracker.hysteresis, self.tracker.threshold, self.tracker.buffer
-            )
+            self.tracker.reset()
 
     def scores(self, crops: np.ndarray) -> np.ndarray:
         """Probabilities [P, C] for a batch of crops [P, L, S, S, 3]: one encoder call, then the head."""

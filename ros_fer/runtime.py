@@ -120,7 +120,7 @@ def build_runtime(params: dict) -> Runtime:
         if kind == "onnxruntime":
             backend = OnnxRuntimeBackend(onnx, device)
         else:
-            reference = TorchBackend(model.to(device), device, "fp32").encode
+            reference = lambda: TorchBackend(model.to(device), device, "fp32").encode  # noqa: E731
             backend = TensorRTBackend(onnx, cache_dir() / "engines", precision, reference=reference, device=device)
     text = {k: v.to(backend.device) for k, v in bank.tensors.items()}
     ident = model.identity()

@@ -72,6 +72,12 @@ class Tracker:
         self.states: dict[int, TrackState] = {}
         self.frame = 0
 
+    def reset(self) -> None:
+        """Forget every track (a new, unrelated stream of frames begins)."""
+        self.byte.reset()
+        self.states.clear()
+        self.frame = 0
+
     def _label(self, scores: np.ndarray, current: int) -> int:
         best = int(np.argmax(scores))
         if current >= 0 and best != current and scores[best] - scores[current] <= self.hysteresis:

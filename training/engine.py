@@ -24,6 +24,21 @@ from .datasets.adapters import load_split
 from .datasets.multilevel import MultiLevelCrops, fill_boxes
 
 
+@torch.no_grad()
+def predict(model: FerModel, dataset, batch: int, device, amp_dtype=None, workers: int = 0):
+    """Predicted classes [N] and image features [N, F] over a dataset of (crops, label), in order."""
+    model.eval()
+    text = model.text_features()
+    preds, feats = [], []
+    for x, _ in DataLoader(dataset, batch_size=max(1, batch), num_workers=workers):
+        with torch.autocast(torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            image = model.encode_image(x.to(device))
+            preds.append(model.classify(image, text).argmax(-1).cpu())
+        f = image.get("global", image.get("levels"))
+        feats.append(f.reshape(len(x), -1).float().cpu())
+    return torch.cat(preds).numpy(), torch.cat(feats).numpy()
+
+
 class EpochSampler(Sampler[int]):
     """A seeded permutation per epoch (or class-balanced draws, as DAN trains on AffectNet), cut to whole
     global batches and dealt round-robin to the ranks; `start` skips batches already trained (resume)."""
@@ -181,20 +196,17 @@ class Trainer:
             dist.barrier()
 
     # -- loop -------------------------------------------------------------------------------
-    @torch.no_grad()
     def validate(self) -> float:
-        self.model.eval()
-        loader = DataLoader(
-            self.val_set, batch_size=max(1, self.batch), num_workers=self.cfg["train"].get("num_workers", 0)
+        pred, _ = predict(
+            self.model,
+            self.val_set,
+            self.batch,
+            self.device,
+            self.amp_dtype if self.amp else None,
+            self.cfg["train"].get("num_workers", 0),
         )
-        text = self.model.text_features()
-        correct = total = 0
-        for x, y in loader:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                logits = self.model.classify(self.model.encode_image(x.to(self.device)), text)
-            correct += int((logits.argmax(-1).cpu() == y).sum())
-            total += len(y)
-        return correct / max(total, 1)
+        labels = np.array([s.label for s in self.val_set.samples])
+        return float((pred == labels).mean()) if len(labels) else 0.0
 
     def fit(self) -> dict:
         t = self.cfg["train"]

@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
 
 from ros_fer.errors import FerError  # noqa: E402
 from ros_fer.labels import load_label_set  # noqa: E402
@@ -25,6 +24,7 @@ from ros_fer.models import create_model, load_model  # noqa: E402
 from training.config import load_train_config, model_overrides, resolve_config  # noqa: E402
 from training.datasets.adapters import load_split  # noqa: E402
 from training.datasets.multilevel import MultiLevelCrops, fill_boxes  # noqa: E402
+from training.engine import predict  # noqa: E402
 
 
 def metrics(y: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
@@ -96,19 +96,6 @@ def plot_tsne(features: np.ndarray, y: np.ndarray, classes: list[str], path: Pat
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-@torch.no_grad()
-def predict(model, dataset, batch: int, device) -> tuple[np.ndarray, np.ndarray]:
-    model.eval()
-    text = model.text_features()
-    preds, feats = [], []
-    for x, _ in DataLoader(dataset, batch_size=batch):
-        image = model.encode_image(x.to(device))
-        preds.append(model.classify(image, text).argmax(-1).cpu())
-        f = image.get("global", image.get("levels"))
-        feats.append(f.reshape(len(x), -1).float().cpu())
-    return torch.cat(preds).numpy(), torch.cat(feats).numpy()
 
 
 def evaluate(checkpoint: str | None, cfg: dict, out: Path, split: str = "test", data: dict | None = None) -> dict:

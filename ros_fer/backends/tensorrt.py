@@ -53,7 +53,7 @@ class TensorRTBackend:
         cache_dir: str | os.PathLike[str],
         precision: str = "fp16",
         max_batch: int = 48,
-        reference: Callable[[np.ndarray], dict[str, torch.Tensor]] | None = None,
+        reference: Callable[[], Callable[[np.ndarray], dict[str, torch.Tensor]]] | None = None,
         device: str = "cuda",
     ):
         trt = import_tensorrt()
@@ -86,8 +86,8 @@ class TensorRTBackend:
             self.engine_path.unlink(missing_ok=True)
             raise FerError(f"TensorRT could not load engine {self.engine_path}; it was removed, retry to rebuild")
         self.context = self.engine.create_execution_context()
-        if built and reference is not None:
-            self._check_parity(reference)
+        if built and reference is not None:  # the reference model is loaded only when an engine is built
+            self._check_parity(reference())
 
     def _build(self, onnx_path: Path) -> None:
         trt = self.trt

@@ -6,10 +6,9 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-import yaml
-
 from .errors import ConfigError
 from .paths import config_dir
+from .yaml_loader import load_yaml
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class LabelSet:
 @lru_cache(maxsize=1)
 def _labels_file() -> dict:
     with open(config_dir() / "labels.yaml", encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        return load_yaml(fh)
 
 
 def known_label_sets() -> list[str]:

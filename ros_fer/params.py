@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from .errors import ConfigError
+from .yaml_loader import load_yaml
 
 NODE = "fer_node"
 
@@ -64,7 +63,7 @@ def load_params(path: str | Path | None = None, overrides: dict | None = None) -
     values = dict(DEFAULTS)
     if path:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            data = load_yaml(fh) or {}
         section = data.get(NODE, data.get("/**", {})).get("ros__parameters", {})
         values.update(section)
     values.update(overrides or {})

@@ -6,11 +6,10 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .errors import ConfigError
 from .labels import Emotion, LabelSet
 from .paths import resolve
+from .yaml_loader import load_yaml
 
 LEVELS = ("face", "body", "context")  # MLPER's FE, HP and SC levels, in crop order
 
@@ -121,7 +120,7 @@ def load_prompts(name_or_path: str | Path) -> PromptFile:
 
 def prompts_from_text(raw: bytes, path: Path) -> PromptFile:
     """A prompt file from its bytes (checkpoints embed the prompts they were trained with)."""
-    data = yaml.safe_load(raw) or {}
+    data = load_yaml(raw) or {}
     kind = data.get("method")
     if kind not in _KINDS:
         raise ConfigError(f"prompt file {path}: `method` must be one of {sorted(_KINDS)}, got {kind!r}")

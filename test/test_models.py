@@ -8,6 +8,7 @@ from conftest import random_crops, tiny
 from ros_fer.errors import ConfigError, InputShapeError
 from ros_fer.head import global_local_logits
 from ros_fer.models import MLPER, MPAFER, ZeroShotCLIP, load_config
+from ros_fer.models.factory import parse_overrides
 from ros_fer.models.mlper import hard_negatives, random_negatives, weighted_level_loss
 from ros_fer.models.mpa_fer import prototype_loss, soft_hard_alignment
 
@@ -40,6 +41,17 @@ def test_factory_rejects_unknown_method():
         load_config({"method": "coop", "backbone": {}, "labels": "rafdb", "prompts": "mlper"})
     with pytest.raises(ConfigError, match="no models file or name 'mlperr'"):
         load_config("mlperr")
+
+
+def test_overrides_read_exponents_as_numbers_and_name_glued_keys():
+    # PyYAML's YAML 1.1 reads `1e-3` as a string, which the optimiser then rejects far from the command line.
+    got = parse_overrides(["train.lr=1e-3", "train.wd=5e-2", "model.levels=[face]", "train.scheduler={kind: cosine}"])
+    assert got == {"train": {"lr": 0.001, "wd": 0.05, "scheduler": {"kind": "cosine"}}, "model": {"levels": ["face"]}}
+    assert isinstance(load_config("mlper", parse_overrides(["itm.weight=1e0"]))["itm"]["weight"], float)
+    with pytest.raises(ConfigError, match="kind: cosine"):
+        parse_overrides(["train.scheduler={kind:cosine}"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_overrides(["train.lr"])
 
 
 def test_wrong_crop_size_is_named():

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from ros_fer.errors import ConfigError
 from ros_fer.models.factory import merge, parse_overrides
+from ros_fer.yaml_loader import load_yaml
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -23,7 +22,7 @@ def resolve_config(name: str | Path) -> Path:
 
 
 def _compose(path: Path) -> dict:
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_yaml(path.read_text()) or {}
     cfg: dict = {}
     for base in data.pop("_base_", []):
         cfg = merge(cfg, _compose(resolve_config(path.parent / base)))

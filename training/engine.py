@@ -229,6 +229,8 @@ class Trainer:
         except ImportError:
             pass
         started, images = time.perf_counter(), 0
+        if max_steps and self.state["global_step"] >= max_steps:  # resuming a run that already reached it
+            return self._finish(started, images)
         while self.state["epoch"] < epochs:
             epoch = self.state["epoch"]
             self.sampler.epoch, self.sampler.start = epoch, self.state["step_in_epoch"]

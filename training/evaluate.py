@@ -137,7 +137,11 @@ def evaluate(checkpoint: str | None, cfg: dict, out: Path, split: str = "test", 
     names = [str(s.path.name) for s in test.samples]
     for subset in ("occlusion", "pose30", "pose45"):
         if data.get(subset):
-            wanted = {line.split()[0] for line in Path(data[subset]).read_text().splitlines() if line.strip()}
+            listed = Path(data[subset]).expanduser()
+            listed = listed if listed.is_absolute() or listed.is_file() else root / listed  # beside the data
+            if not listed.is_file():
+                raise FerError(f"data.{subset}: no list file {listed}")
+            wanted = {line.split()[0] for line in listed.read_text().splitlines() if line.strip()}
             sel = np.array(
                 [n in wanted or Path(n).stem.replace("_aligned", "") in {Path(w).stem for w in wanted} for n in names]
             )
@@ -167,10 +171,10 @@ def main(argv=None) -> int:
         cfg = load_train_config(args.config, args.overrides)
         data = None
         if args.data:
-            import yaml
+            from ros_fer.yaml_loader import load_yaml
 
             path = resolve_config(args.data if args.data.endswith(".yaml") else f"data/{args.data}.yaml")
-            data = {**yaml.safe_load(path.read_text())["data"], **cfg.get("data_override", {})}
+            data = {**load_yaml(path.read_text())["data"], **cfg.get("data_override", {})}
         result = evaluate(args.checkpoint, cfg, Path(args.out), args.split, data)
     except FerError as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)

@@ -1,11 +1,16 @@
-"""A procedural data set in the class-per-folder layout: scenes with a person whose face (mouth, brows,
-eyes), posture (arms, head) and surroundings (colours, objects) carry the emotion, each level only
+"""A procedural data set in the class-per-folder layout: 480x240 scenes with a person whose face (mouth,
+brows, eyes), posture (arms, head) and surroundings (coloured objects) carry the emotion, each level only
 partly, with occlusions and noise, so that a model using all three levels beats any single level.
 
-    python training/make_synthetic.py --out data/synthetic --n 700
+    python training/make_synthetic.py --out data/synthetic --n 4200
 
-Writes <out>/<split>/<emotion>/<id>.png and <out>/boxes.json (true face and body boxes per image, used
-instead of a detector: a Haar cascade does not see cartoon faces)."""
+Each level shows the true emotion with probability --cue, otherwise another emotion (--mislead) or
+nothing (the face turned away, the arms out of sight, a bare scene). The background colour is drawn
+independently of the class, so no crop can read the class from it.
+
+Writes <out>/<split>/<emotion>/<id>.png, <out>/boxes.json (true face and body boxes per image, used instead
+of a detector: a Haar cascade does not see cartoon faces) and <out>/levels.json (what each level shows per
+image, and the accuracy an ideal reader of each level subset's own cues would reach on the test split)."""
 
 from __future__ import annotations
 
@@ -20,7 +25,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ros_fer.labels import load_label_set  # noqa: E402
 
-SIZE = 224
+W, H = (
+    480,
+    240,
+)  # a wide frame: the scene lies beside the body crop, and in the context crop the face is too small to read
 # Per emotion: mouth curvature (+ smile, - frown), mouth open, brow tilt (+ angry V), eye size,
 # arms (up / out / down / crossed / face), head tilt, scene colour (BGR) and object kind.
 FACE = {
@@ -43,152 +51,233 @@ BODY = {
     "neutral": ("down", 0.0),
     "contempt": ("crossed", -0.2),
 }
-SCENE = {
-    "surprise": ((40, 200, 230), "stars"),
-    "fear": ((60, 40, 40), "shadows"),
-    "disgust": ((40, 140, 90), "blobs"),
-    "happiness": ((60, 220, 250), "balloons"),
-    "sadness": ((140, 90, 60), "rain"),
-    "anger": ((40, 40, 200), "spikes"),
-    "neutral": ((170, 170, 170), "none"),
-    "contempt": ((130, 60, 130), "bars"),
+SCENE = {  # BGR colours far apart, so the scene reads at the context crop's low resolution
+    "surprise": ((0, 140, 255), "stars"),
+    "fear": ((90, 20, 60), "shadows"),
+    "disgust": ((40, 160, 40), "blobs"),
+    "happiness": ((0, 230, 255), "balloons"),
+    "sadness": ((200, 80, 30), "rain"),
+    "anger": ((30, 30, 220), "spikes"),
+    "neutral": ((240, 240, 240), "none"),
+    "contempt": ((180, 40, 180), "bars"),
 }
 
 
-def draw_scene(img: np.ndarray, emotion: str, rng: np.random.Generator) -> None:
+# A level is in one of three states: it shows the true class, shows another class (a misleading cue, as a
+# smile that hides fear) or shows nothing (face turned away, arms out of sight, a bare scene).
+TRUE, OTHER, HIDDEN = "true", "other", "hidden"
+
+
+def draw_scene(img: np.ndarray, emotion: str | None, person_x: int, rng: np.random.Generator) -> None:
+    """A class-neutral background colour (so no crop learns the class from it) and, when the scene shows an
+    emotion, its objects in its colour, kept to the top band and the sides, away from the person."""
+    img[:] = rng.integers(40, 216, 3).astype(np.uint8)
+    for _ in range(int(rng.integers(1, 3))):  # class-neutral clutter
+        x, y = int(rng.integers(0, W - 30)), int(rng.integers(0, H - 30))
+        grey = int(rng.integers(90, 160))
+        cv2.rectangle(img, (x, y), (x + 25, y + 25), (grey, grey, grey), -1)
+    if emotion is None:
+        return
     color, kind = SCENE[emotion]
-    base = np.clip(np.array(color) + rng.normal(0, 18, 3), 0, 255)
-    img[:] = base.astype(np.uint8)
-    for _ in range(rng.integers(4, 9)):
-        x, y = (int(v) for v in rng.integers(0, SIZE, 2))
-        c = tuple(int(v) for v in np.clip(base + rng.normal(0, 60, 3), 0, 255))
+    # Beyond 150 px from the person, outside the body crop (a square of the body box, ~200 px wide).
+    sides = [side for side in (-1, 1) if 0 <= person_x + side * 170 < W]
+    for _ in range(int(rng.integers(5, 9))):
+        x = int(np.clip(person_x + rng.choice(sides) * rng.integers(170, 260), 20, W - 20))
+        y = int(rng.integers(10, H - 10))
+        c = tuple(int(v) for v in np.clip(np.array(color) + rng.normal(0, 20, 3), 0, 255))
         if kind == "stars":
-            cv2.drawMarker(img, (x, y), c, cv2.MARKER_STAR, 18, 2)
+            cv2.drawMarker(img, (x, y), c, cv2.MARKER_STAR, 48, 8)
         elif kind == "balloons":
-            cv2.circle(img, (x, y), 12, c, -1)
-            cv2.line(img, (x, y + 12), (x, y + 30), c, 1)
+            cv2.circle(img, (x, y), 22, c, -1)
+            cv2.line(img, (x, y + 22), (x, y + 50), c, 4)
         elif kind == "rain":
-            cv2.line(img, (x, y), (x - 4, y + 20), c, 2)
+            for k in range(3):
+                cv2.line(img, (x - 12 + 12 * k, y - 20), (x - 20 + 12 * k, y + 20), c, 7)
         elif kind == "spikes":
-            pts = np.array([[x, y], [x + 10, y + 25], [x - 10, y + 25]], np.int32)
+            pts = np.array([[x, y - 24], [x + 20, y + 24], [x - 20, y + 24]], np.int32)
             cv2.fillPoly(img, [pts], c)
         elif kind == "blobs":
-            cv2.ellipse(img, (x, y), (15, 8), int(rng.integers(0, 180)), 0, 360, c, -1)
+            cv2.ellipse(img, (x, y), (28, 16), int(rng.integers(0, 180)), 0, 360, c, -1)
         elif kind == "shadows":
-            cv2.rectangle(img, (x, y), (x + 30, y + 60), (20, 20, 20), -1)
+            cv2.rectangle(img, (x - 17, y - 40), (x + 17, y + 40), c, -1)
         elif kind == "bars":
-            cv2.rectangle(img, (x, 0), (x + 6, SIZE), c, -1)
+            cv2.rectangle(img, (x - 6, 0), (x + 6, H), c, -1)
+        elif kind == "none":  # neutral: framed pictures
+            cv2.rectangle(img, (x - 24, y - 18), (x + 24, y + 18), (150, 150, 150), -1)
+            cv2.rectangle(img, (x - 24, y - 18), (x + 24, y + 18), c, 7)
 
 
-def draw_person(img: np.ndarray, face_emotion: str, body_emotion: str, rng: np.random.Generator) -> tuple[list, list]:
-    cx = int(SIZE * rng.uniform(0.35, 0.65))
-    head_r = int(rng.uniform(22, 30))
-    arms, tilt = BODY[body_emotion]
-    hy = int(SIZE * 0.3 + tilt * head_r)
-    hx = int(cx + tilt * head_r * 0.8)
-    skin = tuple(int(v) for v in rng.integers(120, 230, 3))
-    shirt = tuple(int(v) for v in rng.integers(0, 255, 3))
-    top, bottom = int(SIZE * 0.3 + head_r), int(SIZE * 0.95)
-    cv2.rectangle(img, (cx - 28, top), (cx + 28, bottom), shirt, -1)
-    sh_l, sh_r = (cx - 28, top + 8), (cx + 28, top + 8)
-    ends = {
-        "up": ((cx - 55, top - 50), (cx + 55, top - 50)),
-        "out": ((cx - 80, top + 5), (cx + 80, top + 5)),
-        "down": ((cx - 35, top + 80), (cx + 35, top + 80)),
-        "face": ((hx - 8, hy + 5), (hx + 8, hy + 5)),
-        "fists": ((cx - 45, top + 30), (cx + 45, top + 30)),
-        "crossed": ((cx + 20, top + 40), (cx - 20, top + 40)),
-        "away": ((cx + 60, top - 10), (cx + 75, top + 20)),
-    }[arms]
-    for s, e in ((sh_l, ends[0]), (sh_r, ends[1])):
-        cv2.line(img, s, e, shirt, 9)
-        cv2.circle(img, e, 8 if arms == "fists" else 6, skin, -1)
-    # face
-    curve, open_, brow, eye = FACE[face_emotion]
-    cv2.circle(img, (hx, hy), head_r, skin, -1)
-    ex, ey, er = int(head_r * 0.4), hy - int(head_r * 0.2), max(2, int(3 * eye))
+def draw_face(img: np.ndarray, emotion: str | None, hx: int, hy: int, r: int, skin: tuple) -> None:
+    """The head; with an emotion, its eyes, brows and mouth; without one, the back of the head (hair)."""
+    if emotion is None:
+        cv2.circle(img, (hx, hy), r, (30, 30, 40), -1)
+        return
+    cv2.circle(img, (hx, hy), r, skin, -1)
+    curve, open_, brow, eye = FACE[emotion]
+    ex, ey, er = int(r * 0.4), hy - int(r * 0.2), max(2, int(r * 0.12 * eye))
+    by = ey - int(r * 0.32)
     for sx in (-1, 1):
         cv2.circle(img, (hx + sx * ex, ey), er, (20, 20, 20), -1)
-        by = ey - int(head_r * 0.3)
-        cv2.line(
-            img,
-            (hx + sx * (ex - 7), by - int(sx * brow * 4) * -1),
-            (hx + sx * (ex + 7), by + int(brow * 4)),
-            (30, 30, 30),
-            2,
-        )
-    my, mw = hy + int(head_r * 0.45), int(head_r * 0.5)
+        inner, outer = by + int(brow * r * 0.18), by - int(brow * r * 0.18)  # brow > 0: inner ends down (V)
+        cv2.line(img, (hx + sx * (ex - int(r * 0.3)), inner), (hx + sx * (ex + int(r * 0.3)), outer), (30, 30, 30), 3)
+    my, mw = hy + int(r * 0.45), int(r * 0.5)
     if open_ > 0.5:
-        cv2.ellipse(img, (hx, my), (int(mw * 0.5), int(head_r * 0.25 * open_)), 0, 0, 360, (40, 20, 20), -1)
+        cv2.ellipse(img, (hx, my), (int(mw * 0.55), max(2, int(r * 0.3 * open_))), 0, 0, 360, (40, 20, 20), -1)
+    elif emotion in ("disgust", "contempt"):  # one-sided, with a wrinkled nose
+        cv2.line(img, (hx - mw, my + 4), (hx + mw, my - 5), (40, 20, 20), 3)
+        cv2.line(img, (hx - 6, hy - 3), (hx + 6, hy + 3), (60, 40, 40), 2)
+        cv2.line(img, (hx - 6, hy + 3), (hx + 6, hy - 3), (60, 40, 40), 2)
     else:
-        h = int(curve * head_r * 0.25)
-        if face_emotion in ("disgust", "contempt"):  # one-sided / wrinkled
-            cv2.line(img, (hx - mw, my + 3), (hx + mw, my - abs(h) - 3), (40, 20, 20), 2)
-            cv2.line(img, (hx - 5, hy - 2), (hx + 5, hy + 2), (60, 40, 40), 1)
-        elif h == 0:
-            cv2.line(img, (hx - mw, my), (hx + mw, my), (40, 20, 20), 2)
-        else:
-            cv2.ellipse(
-                img,
-                (hx, my - (h if h > 0 else 0)),
-                (mw, abs(h)),
-                0,
-                0 if h > 0 else 180,
-                180 if h > 0 else 360,
-                (40, 20, 20),
-                2,
-            )
-    face_box = [hx - head_r - 4, hy - head_r - 4, hx + head_r + 4, hy + head_r + 4]
-    body_box = [min(cx - 80, hx - head_r), max(0, min(hy - head_r, top - 55)), max(cx + 80, hx + head_r), bottom]
-    return [int(max(0, v)) for v in face_box], [int(max(0, v)) for v in body_box]
+        h = int(curve * r * 0.3)
+        if h == 0:
+            cv2.line(img, (hx - mw, my), (hx + mw, my), (40, 20, 20), 3)
+        else:  # smile: lower half-ellipse; frown: upper half
+            start, end = (0, 180) if h > 0 else (180, 360)
+            cv2.ellipse(img, (hx, my - (h if h > 0 else 0)), (mw, abs(h)), 0, start, end, (40, 20, 20), 3)
 
 
-def make_image(emotion: str, classes: list[str], rng: np.random.Generator, cue: float) -> tuple[np.ndarray, list, list]:
-    """Each level shows the true emotion with probability `cue`, else a random other class's cue."""
+def draw_person(img: np.ndarray, face: str | None, body: str | None, cx: int, rng: np.random.Generator):
+    """A person at cx: posture from `body` (None: arms out of sight, head upright), face from `face`.
+    Returns the face and body boxes (what an ideal detector would find)."""
+    r = int(rng.uniform(24, 30))
+    arms, tilt = BODY[body] if body else (None, 0.0)
+    hy = int(H * 0.3 + tilt * r)
+    hx = int(cx + tilt * r * 0.8)
+    skin = tuple(int(v) for v in rng.integers(120, 230, 3))
+    shirt = tuple(int(v) for v in rng.integers(0, 255, 3))
+    sleeve = tuple(int(v * 0.55) for v in shirt)  # darker than the shirt: arms crossed over it stay visible
+    top, bottom = int(H * 0.3 + r), int(H * 0.95)
+    cv2.rectangle(img, (cx - 28, top), (cx + 28, bottom), shirt, -1)
+    xs, ys = [cx - 28, cx + 28, hx - r, hx + r], [hy - r, bottom]
+    if arms:
+        sh_l, sh_r = (cx - 28, top + 8), (cx + 28, top + 8)
+        ends = {
+            "up": ((cx - 55, top - 50), (cx + 55, top - 50)),
+            "out": ((cx - 80, top + 5), (cx + 80, top + 5)),
+            "down": ((cx - 40, top + 85), (cx + 40, top + 85)),
+            "face": ((hx - 10, hy + r), (hx + 10, hy + r)),
+            "fists": ((cx - 45, top + 30), (cx + 45, top + 30)),
+            "crossed": ((cx + 20, top + 40), (cx - 20, top + 40)),
+            "away": ((cx + 60, top - 10), (cx + 75, top + 20)),
+        }[arms]
+        for s, e in ((sh_l, ends[0]), (sh_r, ends[1])):
+            cv2.line(img, s, e, sleeve, 10)
+            cv2.circle(img, e, 10 if arms == "fists" else 7, skin, -1)
+            xs += [e[0] - 10, e[0] + 10]
+            ys += [e[1] - 10]
+    draw_face(img, face, hx, hy, r, skin)
+    face_box = [hx - r - 2, hy - r - 2, hx + r + 2, hy + r + 2]
+    body_box = [min(xs), min(ys), max(xs), max(ys)]
 
-    def pick() -> str:
-        return emotion if rng.random() < cue else str(rng.choice([c for c in classes if c != emotion]))
+    def clip(box: list[int]) -> list[int]:
+        return [int(np.clip(v, 0, lim - 1)) for v, lim in zip(box, (W, H, W, H), strict=True)]
 
-    img = np.zeros((SIZE, SIZE, 3), np.uint8)
-    draw_scene(img, pick(), rng)
-    face_box, body_box = draw_person(img, pick(), pick(), rng)
-    if rng.random() < 0.2:  # an occluder
-        x, y = (int(v) for v in rng.integers(0, SIZE - 40, 2))
-        cv2.rectangle(img, (x, y), (x + int(rng.integers(20, 60)), y + int(rng.integers(20, 60))), (128, 128, 128), -1)
-    noise = rng.normal(0, 8, img.shape)
-    return np.clip(img + noise, 0, 255).astype(np.uint8), face_box, body_box
+    return clip(face_box), clip(body_box)
+
+
+def make_image(
+    emotion: str, classes: list[str], rng: np.random.Generator, cue: float, mislead: float
+) -> tuple[np.ndarray, list, list, dict]:
+    """Each level shows the true emotion with probability `cue`; otherwise another class's cue with
+    probability `mislead`, else nothing. Returns the image, the face and body boxes and the level states."""
+
+    def pick() -> tuple[str, str | None]:
+        u = rng.random()
+        if u < cue:
+            return TRUE, emotion
+        if u < cue + (1 - cue) * mislead:
+            return OTHER, str(rng.choice([c for c in classes if c != emotion]))
+        return HIDDEN, None
+
+    (s_face, face), (s_body, body), (s_scene, scene) = pick(), pick(), pick()
+    img = np.zeros((H, W, 3), np.uint8)
+    cx = int(W * rng.uniform(0.35, 0.65))  # leaves 150+ px of scene on at least one side
+    draw_scene(img, scene, cx, rng)
+    face_box, body_box = draw_person(img, face, body, cx, rng)
+    if rng.random() < 0.15:  # an occluder anywhere
+        x, y = int(rng.integers(0, W - 40)), int(rng.integers(0, H - 40))
+        cv2.rectangle(img, (x, y), (x + int(rng.integers(15, 40)), y + int(rng.integers(15, 40))), (128, 128, 128), -1)
+    noise = rng.normal(0, 6, img.shape)
+    states = {"face": s_face, "body": s_body, "context": s_scene}
+    return np.clip(img + noise, 0, 255).astype(np.uint8), face_box, body_box, states
+
+
+def ideal_accuracy(states: list[dict[str, str]], levels: tuple[str, ...], num_classes: int) -> float:
+    """What a perfect reader of the given levels' cues scores: the most frequent class among the cues shown,
+    ties and no cue at all broken uniformly at random. Shown cues are independent, so a misleading cue
+    agreeing with another is rare and the expectation below treats every wrong cue as distinct."""
+    total = 0.0
+    for st in states:
+        right = sum(st[lv] == TRUE for lv in levels)
+        wrong = sum(st[lv] == OTHER for lv in levels)
+        if right == 0:
+            total += 0.0 if wrong else 1 / num_classes
+        elif right > 1 or wrong == 0:
+            total += 1.0
+        else:  # one right cue against `wrong` distinct wrong ones: a tie among them
+            total += 1 / (1 + wrong)
+    return total / max(1, len(states))
 
 
 def make_synthetic(
-    out: Path, n: int, labels: str = "basic7", seed: int = 0, cue: float = 0.7, splits: dict[str, float] | None = None
+    out: Path,
+    n: int,
+    labels: str = "basic7",
+    seed: int = 0,
+    cue: float = 0.6,
+    mislead: float = 0.25,
+    splits: dict[str, float] | None = None,
 ) -> Path:
+    """Writes the images, boxes.json and levels.json (per image, what each level shows: true, other or
+    hidden; plus the ideal accuracy per level subset on the test split, the ceiling a model can reach)."""
     classes = list(load_label_set(labels).classes)
     splits = splits or {"train": 0.7, "val": 0.1, "test": 0.2}
     rng = np.random.default_rng(seed)
-    boxes = {}
+    boxes, states = {}, {}
     for i in range(n):
         emotion = classes[i % len(classes)]
         r = (i // len(classes)) / max(1, n // len(classes))
         split = "train" if r < splits["train"] else "val" if r < splits["train"] + splits["val"] else "test"
-        img, face, body = make_image(emotion, classes, rng, cue)
+        img, face, body, shown = make_image(emotion, classes, rng, cue, mislead)
         rel = f"{split}/{emotion}/{i:06d}.png"
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out / rel), img)
         boxes[rel] = {"face": face, "body": body}
+        states[rel] = shown
+    test = [st for rel, st in states.items() if rel.startswith("test/")]
+    subsets = {"face+body+context": ("face", "body", "context"), "face": ("face",), "body": ("body",)}
+    subsets["context"] = ("context",)
+    ideal = {name: ideal_accuracy(test, lv, len(classes)) for name, lv in subsets.items()}
+    occluded = [st for st in test if st["face"] == HIDDEN]
+    ideal_occlusion = {name: ideal_accuracy(occluded, lv, len(classes)) for name, lv in subsets.items()}
     (out / "boxes.json").write_text(json.dumps({"detector": "ground-truth", "boxes": boxes}))
+    meta = {
+        "cue": cue,
+        "mislead": mislead,
+        "seed": seed,
+        "ideal_test_accuracy": ideal,
+        "ideal_occlusion_accuracy": ideal_occlusion,
+    }
+    meta["levels"] = states
+    (out / "levels.json").write_text(json.dumps(meta))
+    # The occlusion subset evaluate.py reports: test images whose face is hidden.
+    hidden = [Path(rel).name for rel, st in states.items() if rel.startswith("test/") and st["face"] == HIDDEN]
+    (out / "occlusion_list.txt").write_text("".join(f"{name}\n" for name in hidden))
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--n", type=int, default=700)
+    ap.add_argument("--n", type=int, default=4200)
     ap.add_argument("--labels", default="basic7")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cue", type=float, default=0.7, help="probability that a level shows the true class")
+    ap.add_argument("--cue", type=float, default=0.6, help="probability that a level shows the true class")
+    ap.add_argument("--mislead", type=float, default=0.25, help="otherwise, probability it shows another class")
     args = ap.parse_args()
-    out = make_synthetic(Path(args.out), args.n, args.labels, args.seed, args.cue)
-    print(json.dumps({"out": str(out), "images": args.n}))
+    out = make_synthetic(Path(args.out), args.n, args.labels, args.seed, args.cue, args.mislead)
+    ideal = json.loads((out / "levels.json").read_text())["ideal_test_accuracy"]
+    print(json.dumps({"out": str(out), "images": args.n, "ideal_test_accuracy": ideal}))
     return 0
 
 

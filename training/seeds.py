@@ -20,6 +20,13 @@ from training.engine import Trainer  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
 
 
+def mean_std(values: list[float | None]) -> dict:
+    v = np.array([x for x in values if x is not None], float)
+    if not len(v):
+        return {"mean": None, "std": None}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+
+
 def run_seeds(config: str, seeds: list[int], overrides: list[str], out: Path) -> dict:
     runs = []
     for seed in seeds:
@@ -33,12 +40,14 @@ def run_seeds(config: str, seeds: list[int], overrides: list[str], out: Path) ->
                 "seed": seed,
                 "accuracy": result["all"]["accuracy"],
                 "mean_class_accuracy": result["all"]["mean_class_accuracy"],
+                "subsets": {name: m["accuracy"] for name, m in result["subsets"].items()},
             }
         )
-    summary = {"config": config, "seeds": seeds, "runs": runs}
+    summary = {"config": config, "seeds": seeds, "runs": runs, "subsets": {}}
     for key in ("accuracy", "mean_class_accuracy"):
-        values = np.array([r[key] for r in runs], float)
-        summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        summary[key] = mean_std([r[key] for r in runs])
+    for name in runs[0]["subsets"]:  # occlusion, pose: the same lists for every seed
+        summary["subsets"][name] = mean_std([r["subsets"][name] for r in runs])
     out.mkdir(parents=True, exist_ok=True)
     (out / "seeds.json").write_text(json.dumps(summary, indent=2))
     return summary

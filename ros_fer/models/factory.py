@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -19,6 +18,7 @@ from ..errors import CheckpointError, ConfigError
 from ..labels import load_label_set
 from ..paths import resolve
 from ..prompts import check_covers, load_prompts, prompts_from_text
+from ..yaml_loader import load_yaml
 from .base import FerModel
 from .mlper import MLPER
 from .mpa_fer import MPAFER
@@ -47,8 +47,24 @@ def parse_overrides(pairs: Sequence[str]) -> dict:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = load_yaml(value)
+        _reject_glued_keys(node[leaf], pair)
     return out
+
+
+def _reject_glued_keys(value, pair: str) -> None:
+    """`x={kind:cosine}` is YAML for the key "kind:cosine" with no value: say so instead of merging a
+    key nothing reads."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and ":" in k:
+                raise ConfigError(
+                    f"override {pair!r}: key {k!r} needs a space after the colon ({k.replace(':', ': ', 1)})"
+                )
+            _reject_glued_keys(v, pair)
+    elif isinstance(value, list):
+        for v in value:
+            _reject_glued_keys(v, pair)
 
 
 def load_config(config: str | os.PathLike[str] | dict, overrides: dict | None = None) -> dict:
@@ -57,7 +73,7 @@ def load_config(config: str | os.PathLike[str] | dict, overrides: dict | None = 
         cfg = copy.deepcopy(config)
     else:
         with open(resolve("models", config), encoding="utf-8") as fh:
-            cfg = yaml.safe_load(fh) or {}
+            cfg = load_yaml(fh) or {}
     cfg = merge(cfg, overrides or {})
     if cfg.get("method") not in METHODS:
         raise ConfigError(f"config `method` must be one of {sorted(METHODS)}, got {cfg.get('method')!r}")

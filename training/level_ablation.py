@@ -7,7 +7,6 @@ synthetic set it adds the ideal accuracy of each level subset (levels.json), the
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.config import load_train_config  # noqa: E402
-from training.seeds import run_seeds  # noqa: E402
+from training.seeds import run_seeds, seed_args  # noqa: E402
 
 SUBSETS = {"face+body+context": "[face,body,context]", "face": "[face]", "body": "[body]", "context": "[context]"}
 
@@ -64,12 +63,7 @@ def markdown(summary: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="accuracy with all levels and with each level alone")
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    ap.add_argument("--out", default="runs/level_ablation")
-    args = ap.parse_intermixed_args(argv)
+    args = seed_args("accuracy with all levels and with each level alone", "runs/level_ablation", argv)
     print(markdown(level_ablation(args.config, args.seeds, args.overrides, Path(args.out))))
     return 0
 

@@ -53,13 +53,18 @@ def run_seeds(config: str, seeds: list[int], overrides: list[str], out: Path) ->
     return summary
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="mean ± std over seeds")
+def seed_args(description: str, out: str, argv=None) -> argparse.Namespace:
+    """--config, --seeds, KEY=VALUE overrides and --out: the command line of every multi-seed script."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--config", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    ap.add_argument("--out", default="runs/seeds")
-    args = ap.parse_intermixed_args(argv)
+    ap.add_argument("--out", default=out)
+    return ap.parse_intermixed_args(argv)
+
+
+def main(argv=None) -> int:
+    args = seed_args("mean ± std over seeds", "runs/seeds", argv)
     s = run_seeds(args.config, args.seeds, args.overrides, Path(args.out))
     a, m = s["accuracy"], s["mean_class_accuracy"]
     acc = f"accuracy {100 * a['mean']:.2f} ± {100 * a['std']:.2f}"

@@ -14,15 +14,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.config import load_train_config  # noqa: E402
+from training.make_synthetic import LEVEL_SUBSETS  # noqa: E402
 from training.seeds import run_seeds, seed_args  # noqa: E402
-
-SUBSETS = {"face+body+context": "[face,body,context]", "face": "[face]", "body": "[body]", "context": "[context]"}
 
 
 def level_ablation(config: str, seeds: list[int], overrides: list[str], out: Path) -> dict:
     rows = {}
-    for name, levels in SUBSETS.items():
-        s = run_seeds(config, seeds, [*overrides, f"model.levels={levels}"], out / name.replace("+", "_"))
+    for name, levels in LEVEL_SUBSETS.items():
+        s = run_seeds(config, seeds, [*overrides, f"model.levels=[{','.join(levels)}]"], out / name.replace("+", "_"))
         rows[name] = {k: s[k] for k in ("accuracy", "mean_class_accuracy", "subsets", "runs")}
     root = Path(load_train_config(config, overrides)["data"]["root"]).expanduser()
     meta = root / "levels.json"
@@ -54,10 +53,7 @@ def markdown(summary: dict) -> str:
         cells = [name, pct(row["accuracy"]), " / ".join(f"{100 * r['accuracy']:.1f}" for r in row["runs"])]
         cells += [pct(row["subsets"][sub]) for sub in subsets]
         if summary["ideal"]:
-            cells += [
-                f"{100 * summary['ideal'][name]:.1f}",
-                f"{100 * summary['ideal_occlusion'].get(name, float('nan')):.1f}",
-            ]
+            cells += [f"{100 * summary[key][name]:.1f}" for key in ("ideal", "ideal_occlusion")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -25,10 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ros_fer.labels import load_label_set  # noqa: E402
 
-W, H = (
-    480,
-    240,
-)  # a wide frame: the scene lies beside the body crop, and in the context crop the face is too small to read
+# A wide frame: the scene lies beside the body crop, and in the context crop the face is too small to read.
+W, H = 480, 240
 # Per emotion: mouth curvature (+ smile, - frown), mouth open, brow tilt (+ angry V), eye size,
 # arms (up / out / down / crossed / face), head tilt, scene colour (BGR) and object kind.
 FACE = {
@@ -66,11 +64,14 @@ SCENE = {  # BGR colours far apart, so the scene reads at the context crop's low
 # A level is in one of three states: it shows the true class, shows another class (a misleading cue, as a
 # smile that hides fear) or shows nothing (face turned away, arms out of sight, a bare scene).
 TRUE, OTHER, HIDDEN = "true", "other", "hidden"
+# The level subsets of the paper's ablation, as levels.json reports their ideal accuracy.
+LEVEL_SUBSETS = {"face+body+context": ("face", "body", "context"), "face": ("face",), "body": ("body",)}
+LEVEL_SUBSETS["context"] = ("context",)
 
 
 def draw_scene(img: np.ndarray, emotion: str | None, person_x: int, rng: np.random.Generator) -> None:
     """A class-neutral background colour (so no crop learns the class from it) and, when the scene shows an
-    emotion, its objects in its colour, kept to the top band and the sides, away from the person."""
+    emotion, its objects in its colour, on the person's sides beyond the body crop."""
     img[:] = rng.integers(40, 216, 3).astype(np.uint8)
     for _ in range(int(rng.integers(1, 3))):  # class-neutral clutter
         x, y = int(rng.integers(0, W - 30)), int(rng.integers(0, H - 30))
@@ -244,25 +245,23 @@ def make_synthetic(
         cv2.imwrite(str(out / rel), img)
         boxes[rel] = {"face": face, "body": body}
         states[rel] = shown
-    test = [st for rel, st in states.items() if rel.startswith("test/")]
-    subsets = {"face+body+context": ("face", "body", "context"), "face": ("face",), "body": ("body",)}
-    subsets["context"] = ("context",)
-    ideal = {name: ideal_accuracy(test, lv, len(classes)) for name, lv in subsets.items()}
-    occluded = [st for st in test if st["face"] == HIDDEN]
-    ideal_occlusion = {name: ideal_accuracy(occluded, lv, len(classes)) for name, lv in subsets.items()}
+    test = [rel for rel in states if rel.startswith("test/")]
+    occluded = [rel for rel in test if states[rel]["face"] == HIDDEN]  # the occlusion subset evaluate.py reports
+
+    def ideal(rels: list[str]) -> dict[str, float]:
+        return {name: ideal_accuracy([states[r] for r in rels], lv, len(classes)) for name, lv in LEVEL_SUBSETS.items()}
+
     (out / "boxes.json").write_text(json.dumps({"detector": "ground-truth", "boxes": boxes}))
     meta = {
         "cue": cue,
         "mislead": mislead,
         "seed": seed,
-        "ideal_test_accuracy": ideal,
-        "ideal_occlusion_accuracy": ideal_occlusion,
+        "ideal_test_accuracy": ideal(test),
+        "ideal_occlusion_accuracy": ideal(occluded),
+        "levels": states,
     }
-    meta["levels"] = states
     (out / "levels.json").write_text(json.dumps(meta))
-    # The occlusion subset evaluate.py reports: test images whose face is hidden.
-    hidden = [Path(rel).name for rel, st in states.items() if rel.startswith("test/") and st["face"] == HIDDEN]
-    (out / "occlusion_list.txt").write_text("".join(f"{name}\n" for name in hidden))
+    (out / "occlusion_list.txt").write_text("".join(f"{Path(rel).name}\n" for rel in occluded))
     return out
 
 

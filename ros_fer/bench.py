@@ -6,7 +6,6 @@ by default, so it runs offline; speed does not depend on the weights."""
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from . import __version__
 from .crops import associate, make_crops
+from .machine import machine
 from .params import load_params
 from .pipeline import Pipeline
 from .tracking import Tracker
@@ -128,20 +128,20 @@ def run_bench(params: dict, frames: int = 50, warmup: int = 5, persons: int = 1,
         "model_only_ms": model_only,
         "frame_over_model_only": round(whole["median"] / model_only["median"], 3),
         "encoder_person_frames_per_s": throughput,
+        "threads": _threads(rt.backend),
+        "warnings": list(pipeline.warnings),
         "machine": machine(),
         "versions": versions(),
     }
 
 
-def machine() -> dict:
-    info = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+def _threads(backend) -> dict:
+    """The thread settings the encoder ran with (onnxruntime: 0 = one per core)."""
+    out = {"torch_intra_op": torch.get_num_threads()}
+    session = getattr(backend, "session", None)
+    if session is not None:
+        out["onnxruntime_intra_op"] = session.get_session_options().intra_op_num_threads
+    return out
 
 
 def versions() -> dict:

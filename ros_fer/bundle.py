@@ -30,9 +30,11 @@ def export_bundle(
     out.mkdir(parents=True, exist_ok=True)
     save_model(model, out / "model.safetensors")
     build_text_bank(model).save(out / "text_bank.safetensors")
+    if "int8" in precisions and "fp32" not in precisions:
+        precisions = ("fp32", *precisions)  # where int8 fails parity on a robot's CPU, auto falls back to it
     files = {p: f"image_side.{p}.onnx" for p in precisions} if onnx else {}
     for precision, name in files.items():
-        export_onnx(model, out / name, precision)
+        export_onnx(model, out / name, precision)  # int8: parity-checked here, its reference written beside
     manifest = {
         "format": BUNDLE_FORMAT,
         "version": __version__,

@@ -116,6 +116,8 @@ def _infer(args: argparse.Namespace) -> int:
 
     params = load_params(args.config, parse_overrides(args.set))
     pipeline = Pipeline.from_params(params)
+    for line in pipeline.warnings:
+        print(f"ros-fer: warning: {line}", file=sys.stderr)
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
     annotate = Path(args.annotate) if args.annotate else None
     if annotate:

@@ -99,6 +99,8 @@ class FerNode(Node):
             f"{self.pipeline.runtime.backend.precision} on {self.pipeline.runtime.backend.device}; "
             f"detector {self.pipeline.detector.name}"
         )
+        for line in self.pipeline.warnings:
+            self.get_logger().warning(line)
         self.emotion_pub = self.create_publisher(
             EmotionArray, "emotion", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         )

@@ -94,6 +94,8 @@ class Pipeline:
         valence_arousal: bool = True,
     ):
         self.detector, self.runtime, self.max_persons, self.tracker = detector, runtime, max_persons, tracker
+        # What the front doors say once at start: fall-backs taken while building the parts.
+        self.warnings = [*runtime.warnings, *getattr(detector, "warnings", ())]
         labels = runtime.labels
         self.labels = labels.classes
         self.valence = np.array([e.valence for e in labels.emotions]) if valence_arousal else None

@@ -7,12 +7,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .backends import OnnxRuntimeBackend, TensorRTBackend, TorchBackend, export_onnx, read_onnx_meta
+from .backends import (
+    Int8ParityError,
+    OnnxRuntimeBackend,
+    TensorRTBackend,
+    TorchBackend,
+    export_onnx,
+    parity_path,
+    read_onnx_meta,
+)
 from .backends.tensorrt import import_tensorrt
 from .bundle import MANIFEST, load_bundle
 from .errors import ConfigError
@@ -35,8 +43,25 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    return ("fp16" if device.startswith("cuda") else "fp32") if precision == "auto" else precision
+def resolve_precision(precision: str, device: str, backend: str = "torch") -> str:
+    """auto: fp16 on CUDA; on the CPU int8 with onnxruntime (checked for parity, else fp32), fp32 with torch."""
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "fp16"
+    return "int8" if backend == "onnxruntime" else "fp32"
+
+
+def _parity_fallback(make, precision: str, auto: bool, warnings: list[str]):
+    """make(precision); under `precision: auto`, an int8 graph that fails parity here gives fp32 instead,
+    with one warning line. An explicit int8 fails with the measured figure and the fall-back to take."""
+    try:
+        return make(precision)
+    except Int8ParityError as exc:
+        if not (auto and precision == "int8"):
+            raise
+        warnings.append(exc.fallback_note())
+        return make("fp32")
 
 
 @dataclass
@@ -48,6 +73,7 @@ class Runtime:
     levels: tuple[str, ...]
     image_size: int
     description: str
+    warnings: list[str] = field(default_factory=list)  # said once at start by the front doors
 
 
 def _label_set(identity: dict) -> LabelSet:
@@ -91,14 +117,18 @@ def _bank(params: dict, model: FerModel) -> TextBank:
 
 def build_runtime(params: dict) -> Runtime:
     device = resolve_device(params["device"])
-    precision = resolve_precision(params["precision"], device)
     kind = params["backend"]
+    auto = params["precision"] == "auto"
+    precision = resolve_precision(params["precision"], device, kind)
+    warnings: list[str] = []
     if kind == "tensorrt":
         import_tensorrt()
     target = Path(params["model"])
     if (target / MANIFEST).is_file():
         bundle = load_bundle(target, bank=params["text_bank"] or None)
-        backend = bundle.backend(kind, device, precision)
+        if auto and precision == "int8" and "int8" not in bundle.manifest["onnx"]:
+            precision = "fp32"  # auto takes the best graph the folder has
+        backend = _parity_fallback(lambda p: bundle.backend(kind, device, p), precision, auto, warnings)
         identity = bundle.manifest["identity"]
         return Runtime(
             backend,
@@ -108,21 +138,32 @@ def build_runtime(params: dict) -> Runtime:
             bundle.levels,
             bundle.image_size,
             f"{identity['method']} bundle {target}",
+            warnings,
         )
     model = _model(params, device if kind == "torch" else "cpu")
     bank = _bank(params, model)
     if kind == "torch":
         backend = TorchBackend(model, device, precision)
-    else:  # export the image side once per model identity and precision, then reuse it
-        onnx = cache_dir() / "onnx" / f"{_key(model.identity())}.{'fp32' if kind == 'tensorrt' else precision}.onnx"
-        if not onnx.is_file() or read_onnx_meta(onnx)["identity"] != model.identity():
-            export_onnx(model, onnx, "fp32" if kind == "tensorrt" else precision)
-        if kind == "onnxruntime":
-            backend = OnnxRuntimeBackend(onnx, device)
-        else:
-            reference = lambda: TorchBackend(model.to(device), device, "fp32").encode  # noqa: E731
-            backend = TensorRTBackend(onnx, cache_dir() / "engines", precision, reference=reference, device=device)
+    elif kind == "onnxruntime":
+        backend = _parity_fallback(
+            lambda p: OnnxRuntimeBackend(_cached_onnx(model, p), device), precision, auto, warnings
+        )
+    else:
+        reference = lambda: TorchBackend(model.to(device), device, "fp32").encode  # noqa: E731
+        onnx = _cached_onnx(model, "fp32")  # TensorRT lowers precision itself
+        backend = TensorRTBackend(onnx, cache_dir() / "engines", precision, reference=reference, device=device)
     text = {k: v.to(backend.device) for k, v in bank.tensors.items()}
     ident = model.identity()
     desc = f"{ident['method']} on {ident['backbone']} ({ident['weights']})"
-    return Runtime(backend, model.head(), text, model.labels, model.levels, model.backbone.image_size, desc)
+    return Runtime(backend, model.head(), text, model.labels, model.levels, model.backbone.image_size, desc, warnings)
+
+
+def _cached_onnx(model: FerModel, precision: str) -> Path:
+    """The image side exported once per model identity and precision, then reused."""
+    onnx = cache_dir() / "onnx" / f"{_key(model.identity())}.{precision}.onnx"
+    stale = not onnx.is_file() or read_onnx_meta(onnx)["identity"] != model.identity()
+    if precision == "int8":  # an int8 graph of an older export carries no parity reference
+        stale = stale or not parity_path(onnx).is_file()
+    if stale:
+        export_onnx(model, onnx, precision)
+    return onnx

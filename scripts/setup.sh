@@ -27,7 +27,10 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${PIP[@]}" --upgrade pip
-"${PIP[@]}" -c requirements/constraints.txt -r requirements/base.txt -r requirements/ros.txt
-"${PIP[@]}" -c requirements/constraints.txt --no-deps --no-build-isolation -e .
+# Exactly the tested set: every package, direct and transitive, pinned in requirements/lock.txt
+# (refresh it with `bash scripts/lock.sh`). --no-deps: nothing outside the lock comes in.
+"${PIP[@]}" --no-deps -r requirements/lock.txt
+"${PIP[@]}" --no-deps --no-build-isolation -e .
+.venv/bin/python -m pip check --disable-pip-version-check
 bash scripts/build_msgs.sh
 .venv/bin/python -c 'import torch, open_clip, rclpy, ros_fer; print("setup: ok, torch", torch.__version__, "open_clip", open_clip.__version__)'

@@ -44,3 +44,38 @@ def test_ruff_clean():
         [sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def lock_pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements" / "lock.txt").read_text().splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if spec:
+            name, _, version = spec.partition("==")
+            assert version, f"requirements/lock.txt: {line!r} is not pinned with =="
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_the_environment_is_exactly_the_lock():
+    """Set-up installs requirements/lock.txt: every pinned package is installed at its pinned version, and
+    every direct requirement of base.txt and ros.txt is in the lock."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = lock_pins()
+    assert {"torch", "onnxruntime", "open-clip-torch", "ultralytics", "numpy", "ros-kilted-rclpy"} <= set(pins)
+    wrong = {}
+    for name, pinned in pins.items():
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            have = None
+        if have != pinned:
+            wrong[name] = (pinned, have)
+    assert wrong == {}, f"installed versions differ from requirements/lock.txt (pinned, installed): {wrong}"
+    for req in ("base.txt", "ros.txt"):
+        for line in (ROOT / "requirements" / req).read_text().splitlines():
+            spec = line.split("#", 1)[0].strip()
+            if spec:
+                name = spec.split("[")[0].split("=")[0].split("<")[0].split(">")[0].strip().lower().replace("_", "-")
+                assert name in pins, f"requirements/{req}: {name} is missing from lock.txt; run `bash scripts/lock.sh`"

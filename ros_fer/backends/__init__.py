@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .base import PRECISIONS, Backend
 from .image_side import ImageSide
-from .onnx import OnnxRuntimeBackend, export_onnx, read_onnx_meta
+from .onnx import INT8_MIN_COSINE, Int8ParityError, OnnxRuntimeBackend, export_onnx, parity_path, read_onnx_meta
 from .tensorrt import TensorRTBackend
 from .torch_backend import TorchBackend
 
@@ -12,6 +12,8 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 __all__ = [
     "BACKENDS",
+    "INT8_MIN_COSINE",
+    "Int8ParityError",
     "PRECISIONS",
     "Backend",
     "ImageSide",
@@ -19,5 +21,6 @@ __all__ = [
     "TensorRTBackend",
     "TorchBackend",
     "export_onnx",
+    "parity_path",
     "read_onnx_meta",
 ]

@@ -27,3 +27,13 @@ def check_precision(precision: str) -> str:
 
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     return precision
+
+
+def empty_outputs(backend: Backend, crops: np.ndarray) -> dict[str, torch.Tensor]:
+    """Zero-row features for an empty batch [0, L, S, S, 3]: graphs cannot reshape zero elements, so the
+    feature shapes come from one batch of a single blank crop, remembered per backend."""
+    shapes = getattr(backend, "_feature_shapes", None)
+    if shapes is None:
+        one = backend.encode(np.zeros((1, *crops.shape[1:]), np.uint8))
+        shapes = backend._feature_shapes = {n: tuple(t.shape[1:]) for n, t in one.items()}
+    return {n: torch.zeros((0, *shape), device=backend.device) for n, shape in shapes.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from ..backbone import quiet_root_warnings
 from ..errors import ConfigError, FerError
 from ..models.base import FerModel
-from .base import check_precision
+from .base import check_precision, empty_outputs
 from .image_side import ImageSide
 
 INPUT = "crops"
@@ -21,25 +22,12 @@ META_KEY = "ros_fer"
 
 
 def export_onnx(model: FerModel, path: str | os.PathLike[str], precision: str = "fp32", opset: int = 18) -> Path:
-    """Write the image side to ONNX. The example batch is 2: with 1 the exporter would freeze the axis."""
+    """Write the image side to ONNX. The example batch is 2: with 1 the exporter would freeze the axis.
+    int8 also writes its parity reference beside the graph and refuses a graph that fails parity here."""
 
     check_precision(precision)
-    if precision == "int8":  # weights quantised after an fp32 export; activations stay float (dynamic)
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        path = Path(path)
-        fp32 = export_onnx(model, path.with_name(path.name + ".fp32.tmp"), "fp32", opset)
-        graph = onnx.load(str(fp32))
-        del graph.graph.value_info[:]  # the exporter's intermediate shapes confuse the quantiser's inference
-        onnx.save(graph, str(fp32))
-        tmp = path.with_name(path.name + ".tmp")
-        with quiet_root_warnings():  # it suggests a pre-processing step on the root logger
-            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
-        fp32.unlink()
-        _set_meta(tmp, model, precision)
-        os.replace(tmp, path)
-        return path
+    if precision == "int8":
+        return _export_int8(model, Path(path), opset)
     side = ImageSide(copy.deepcopy(model)).eval()  # a copy: halving must not touch the caller's model
     if precision == "fp16":
         side.half()
@@ -64,7 +52,103 @@ def export_onnx(model: FerModel, path: str | os.PathLike[str], precision: str = 
     return path
 
 
-def _set_meta(path: str | os.PathLike[str], model: FerModel, precision: str) -> None:
+# int8: weights quantised after an fp32 export, activations dynamic (uint8). Signed 7-bit weights
+# (reduce_range, |w| <= 64): onnxruntime's u8s8 kernels on x86 CPUs without VNNI add pairs of u8*s8
+# products in int16 (vpmaddubsw), which saturates for 8-bit weights (2*255*127 > 32767) and not for 7-bit
+# ones (2*255*64 = 32640). VNNI CPUs accumulate in int32 either way. One graph holds on every x86-64 CPU.
+INT8_SCHEME = {"weight_type": "QInt8", "reduce_range": True, "per_channel": False}
+INT8_MIN_COSINE = 0.99  # minimum per-crop cosine of int8 features against fp32
+PARITY_BATCH = 2  # crops in the parity probe: enough to catch saturation, well under a second for ViT-B-32
+
+
+class Int8ParityError(ConfigError):
+    """An int8 graph's features are too far from fp32 on this machine."""
+
+    def __init__(self, what: str, cosine: float):
+        from ..machine import describe_cpu
+
+        self.what, self.cosine, self.cpu = what, cosine, describe_cpu()
+        super().__init__(
+            f"{what}: int8 features reach a minimum per-crop cosine of {cosine:.4f} against fp32 on this CPU, "
+            f"below the {INT8_MIN_COSINE} required ({self.cpu}). Use precision: fp32 (or precision: auto, "
+            "which falls back to fp32 by itself)."
+        )
+
+    def fallback_note(self) -> str:
+        """The one warning line of `precision: auto` when it falls back to fp32."""
+        return (
+            f"precision auto: {self.what} fails int8 parity on this CPU (minimum cosine {self.cosine:.4f} < "
+            f"{INT8_MIN_COSINE}; {self.cpu}); running fp32 instead"
+        )
+
+
+def parity_path(onnx_path: str | os.PathLike[str]) -> Path:
+    """image_side.int8.onnx -> image_side.int8.parity.safetensors (the crops and the fp32 features)."""
+    return Path(onnx_path).with_suffix(".parity.safetensors")
+
+
+def min_cosine(got: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """The smallest cosine over every feature vector (per crop, per level, per patch) of every output."""
+    worst = 1.0
+    for a, b in zip(got, reference, strict=True):
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        cos = (a64 * b64).sum(-1) / np.maximum(np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1), 1e-12)
+        worst = min(worst, float(cos.min()))
+    return worst
+
+
+def _session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _export_int8(model: FerModel, path: Path, opset: int) -> Path:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from safetensors.numpy import save_file
+
+    from ..machine import describe_cpu
+
+    fp32 = export_onnx(model, path.with_name(path.name + ".fp32.tmp"), "fp32", opset)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        graph = onnx.load(str(fp32))
+        del graph.graph.value_info[:]  # the exporter's intermediate shapes confuse the quantiser's inference
+        onnx.save(graph, str(fp32))
+        with quiet_root_warnings():  # it suggests a pre-processing step on the root logger
+            quantize_dynamic(
+                str(fp32),
+                str(tmp),
+                weight_type=getattr(QuantType, INT8_SCHEME["weight_type"]),
+                reduce_range=INT8_SCHEME["reduce_range"],
+                per_channel=INT8_SCHEME["per_channel"],
+            )
+        crops = ImageSide(model).example(PARITY_BATCH, seed=0).numpy()
+        reference = _session(fp32).run(None, {INPUT: crops})
+        cosine = min_cosine(_session(tmp).run(None, {INPUT: crops}), reference)
+        if cosine < INT8_MIN_COSINE:
+            raise Int8ParityError(f"int8 export of {path}", cosine)
+        names = list(model.image_outputs())
+        tensors = {
+            "crops": crops,
+            **{f"reference.{n}": r.astype(np.float32) for n, r in zip(names, reference, strict=True)},
+        }
+        save_file(
+            tensors, str(parity_path(path)), metadata={"min_cosine_at_export": f"{cosine:.6f}", "cpu": describe_cpu()}
+        )
+        _set_meta(tmp, model, "int8", {"int8": {**INT8_SCHEME, "export_min_cosine": round(cosine, 6)}})
+        os.replace(tmp, path)
+    finally:
+        fp32.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _set_meta(path: str | os.PathLike[str], model: FerModel, precision: str, extra: dict | None = None) -> None:
     """Record what the graph is (identity, head, outputs) inside the ONNX file itself."""
     import onnx
 
@@ -76,6 +160,7 @@ def _set_meta(path: str | os.PathLike[str], model: FerModel, precision: str) -> 
         "levels": list(model.levels),
         "image_size": model.backbone.image_size,
         "precision": precision,
+        **(extra or {}),
     }
     del graph.metadata_props[:]
     entry = graph.metadata_props.add()
@@ -121,7 +206,37 @@ class OnnxRuntimeBackend:
                 raise ConfigError("device cuda asked for, but this onnxruntime has no CUDAExecutionProvider")
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.parity: dict | None = self.check_int8() if self.precision == "int8" else None
+
+    def check_int8(self) -> dict:
+        """Run the int8 graph on the crops of its parity reference, here, and compare with the fp32 features
+        recorded at export. Raises Int8ParityError below INT8_MIN_COSINE (e.g. saturating kernels)."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        ref_file = parity_path(self.path)
+        if not ref_file.is_file():
+            raise ConfigError(
+                f"int8 graph {self.path} has no parity reference ({ref_file.name} beside it); "
+                "re-export it with `ros-fer export --precision int8`"
+            )
+        try:
+            tensors = load_file(str(ref_file))
+        except (SafetensorError, OSError) as exc:
+            raise ConfigError(f"parity reference {ref_file} is not a readable safetensors file: {exc}") from exc
+        keys = ["crops"] + [f"reference.{n}" for n in self.output_names]
+        missing = [k for k in keys if k not in tensors]
+        if missing:
+            raise ConfigError(f"parity reference {ref_file}: missing tensor(s) {missing}; expected {keys}")
+        start = time.perf_counter()
+        got = self.session.run(list(self.output_names), {INPUT: tensors["crops"]})
+        cosine = min_cosine(got, [tensors[k] for k in keys[1:]])
+        if cosine < INT8_MIN_COSINE:
+            raise Int8ParityError(f"int8 graph {self.path}", cosine)
+        return {"min_cosine": round(cosine, 6), "ms": round((time.perf_counter() - start) * 1e3, 1)}
 
     def encode(self, crops: np.ndarray) -> dict[str, torch.Tensor]:
+        if len(crops) == 0:
+            return empty_outputs(self, crops)
         outs = self.session.run(list(self.output_names), {INPUT: np.ascontiguousarray(crops, dtype=np.uint8)})
         return {n: torch.from_numpy(o).float() for n, o in zip(self.output_names, outs, strict=True)}

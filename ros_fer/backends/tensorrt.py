@@ -15,7 +15,7 @@ import torch
 
 from ..backbone import file_sha256
 from ..errors import ConfigError, FerError
-from .base import check_precision
+from .base import check_precision, empty_outputs
 from .onnx import INPUT, read_onnx_meta
 
 PARITY_TOL = {"fp32": 1e-3, "fp16": 1e-2}
@@ -127,6 +127,8 @@ class TensorRTBackend:
 
     @torch.inference_mode()
     def encode(self, crops: np.ndarray) -> dict[str, torch.Tensor]:
+        if crops.shape[0] == 0:
+            return empty_outputs(self, crops)
         if not 1 <= crops.shape[0] <= self.max_batch:
             raise ConfigError(f"TensorRT engine takes 1..{self.max_batch} persons per call, got {crops.shape[0]}")
         x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import ConfigError
 from ..models.base import FerModel
-from .base import check_precision
+from .base import check_precision, empty_outputs
 from .image_side import ImageSide
 
 
@@ -66,6 +66,8 @@ class TorchBackend:
 
     @torch.inference_mode()
     def encode(self, crops: np.ndarray) -> dict[str, torch.Tensor]:
+        if len(crops) == 0:
+            return empty_outputs(self, crops)
         x = self._upload(crops)
         if self.cuda_graphs:
             graph, static_in, static_out = self._graph(tuple(x.shape))

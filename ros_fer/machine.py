@@ -1,0 +1,74 @@
+"""What machine a figure or a parity check was measured on: CPU model, the instruction-set extensions that
+change numerics and speed (AVX2, AVX-512, VNNI, AMX), cores, thread settings and the GPU."""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import lru_cache
+
+# /proc/cpuinfo flag -> the name we report. VNNI decides whether onnxruntime's u8s8 int8 kernels saturate.
+ISA_FLAGS = {
+    "avx2": "avx2",
+    "fma": "fma",
+    "avx512f": "avx512f",
+    "avx512bw": "avx512bw",
+    "avx512_vnni": "avx512_vnni",
+    "avx_vnni": "avx_vnni",
+    "avx512_bf16": "avx512_bf16",
+    "amx_tile": "amx_tile",
+    "amx_int8": "amx_int8",
+    "amx_bf16": "amx_bf16",
+}
+
+
+def _cpuinfo_text() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """CPU model and the reported ISA flags from the text of /proc/cpuinfo (the first processor's entry)."""
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not model:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    isa = [name for flag, name in ISA_FLAGS.items() if flag in flags]
+    return {"model": model, "isa": isa, "vnni": "avx512_vnni" in flags or "avx_vnni" in flags}
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> dict:
+    info = parse_cpuinfo(_cpuinfo_text())
+    info["model"] = info["model"] or platform.processor() or platform.machine()
+    info["arch"] = platform.machine()
+    info["cores"] = os.cpu_count()
+    return info
+
+
+def describe_cpu() -> str:
+    """One line, e.g. 'AMD EPYC (x86_64, 2 cores; avx2 fma; no VNNI)'."""
+    info = cpu_info()
+    isa = " ".join(info["isa"]) or "no AVX2"
+    return f"{info['model']} ({info['arch']}, {info['cores']} cores; {isa}; {'VNNI' if info['vnni'] else 'no VNNI'})"
+
+
+def machine() -> dict:
+    """The machine for a benchmark's JSON: CPU, ISA flags, cores, thread settings and the GPU if any."""
+    import torch
+
+    info = dict(cpu_info())
+    info["torch_threads"] = torch.get_num_threads()
+    info["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS", "")
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+    return info

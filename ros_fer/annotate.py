@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .detection.keypoints import SKELETON
 from .pipeline import FrameResult
 from .tracking import UNKNOWN
 
@@ -20,6 +21,8 @@ def draw(bgr: np.ndarray, result: FrameResult) -> np.ndarray:
         color = (
             (128, 128, 128) if person.label == UNKNOWN else PALETTE[result.labels.index(person.label) % len(PALETTE)]
         )
+        if person.keypoints is not None:
+            _skeleton(out, person.keypoints, color, thick)
         x1, y1, x2, y2 = (int(v) for v in person.body_box)
         cv2.rectangle(
             out, (x1, y1), (x2, y2), color, thick, lineType=cv2.LINE_AA if person.body_detected else cv2.LINE_4
@@ -40,3 +43,15 @@ def draw(bgr: np.ndarray, result: FrameResult) -> np.ndarray:
         cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), color, -1)
         cv2.putText(out, text, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
     return out
+
+
+def _skeleton(out: np.ndarray, keypoints: np.ndarray, color, thick: int, min_score: float = 0.5) -> None:
+    """The pose: limbs between keypoints both seen with at least `min_score`, and a dot per keypoint."""
+    seen = keypoints[:, 2] >= min_score
+    pts = [(int(x), int(y)) for x, y, _ in keypoints]
+    for a, b in SKELETON:
+        if seen[a] and seen[b]:
+            cv2.line(out, pts[a], pts[b], color, thick, cv2.LINE_AA)
+    for point, ok in zip(pts, seen, strict=True):
+        if ok:
+            cv2.circle(out, point, thick + 1, (255, 255, 255), -1, cv2.LINE_AA)

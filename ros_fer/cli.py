@@ -67,7 +67,12 @@ def _export(args: argparse.Namespace) -> int:
     if args.format == "tensorrt":  # build (and parity-check) the engine now, not on the robot's first frame
         for precision in precisions:
             load_bundle(out).backend("tensorrt", "cuda", precision)
-    print(json.dumps({"out": str(out), "format": args.format, "files": sorted(p.name for p in out.iterdir())}))
+    report = {"out": str(out), "format": args.format, "files": sorted(p.name for p in out.iterdir())}
+    if "int8" in precisions and args.format != "torch":  # what the parity probe measured on this machine
+        from .backends import read_onnx_meta
+
+        report["int8_min_cosine"] = read_onnx_meta(out / "image_side.int8.onnx")["int8"]["export_min_cosine"]
+    print(json.dumps(report))
     return 0
 
 
@@ -166,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write a model folder the node loads (checkpoint, text bank, ONNX)")
     _model_arguments(p)
     p.add_argument("--format", choices=["onnx", "tensorrt", "torch"], default="onnx")
-    p.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16 (ONNX graphs / engines)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="comma-separated: fp32, fp16, int8 (ONNX graphs; int8 is checked against fp32 here and adds fp32)",
+    )
     p.add_argument("--out", required=True, help="output folder, e.g. models/mlper-rafdb/")
     p.set_defaults(func=_export)
     p = sub.add_parser("infer", help="run the perception pipeline on images, folders or videos (no ROS)")
@@ -185,7 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="a params file like config/fer.yaml")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
-    p.add_argument("--persons", type=int, default=1)
+    p.add_argument("--persons", type=int, nargs="+", default=[1], help="persons in the frame, e.g. 1 4 8")
+    p.add_argument(
+        "--detectors", nargs="+", default=["auto"], choices=["auto", "yolo", "opencv"], help="detectors to time"
+    )
+    p.add_argument("--detector-runtime", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--person-weights", help="YOLO weights for the yolo detector (e.g. yolo11n-pose.yaml: random)")
+    p.add_argument(
+        "--boxes",
+        default="detected",
+        choices=["detected", "known"],
+        help="crops from the detector's boxes, or from the frame's known people (the detector still runs)",
+    )
     p.add_argument("--frames", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--json", metavar="OUT", help="also write the report to this file")

@@ -8,18 +8,24 @@ import cv2
 import numpy as np
 
 from .detection.base import Detections
+from .detection.keypoints import face_from_keypoints
 
 FACE_MARGIN = 1.3  # FER data sets crop faces with some forehead and chin
 BODY_MARGIN = 1.05
 
 
+FACE_SOURCES = ("detector", "keypoints", "estimated")  # a face model, the pose model's head keypoints, the body
+
+
 @dataclass
 class Person:
-    face: np.ndarray | None  # [5] x1 y1 x2 y2 score, as detected
+    face: np.ndarray | None  # [5] x1 y1 x2 y2 score, as detected or from keypoints; None: not found
     body: np.ndarray  # [5], detected or derived
     face_detected: bool = True
     body_detected: bool = True
     notes: list[str] = field(default_factory=list)
+    keypoints: np.ndarray | None = None  # [17, 3] COCO x, y, score (pose detectors only)
+    face_source: str = "detector"
 
     @property
     def priority(self) -> float:
@@ -44,11 +50,13 @@ def estimate_face(body: np.ndarray) -> np.ndarray:
     return np.array([cx - side / 2, y1 + 0.02 * (y2 - y1), cx + side / 2, y1 + 0.02 * (y2 - y1) + side, s], np.float32)
 
 
-def associate(det: Detections, height: int, width: int, max_persons: int) -> list[Person]:
+def associate(det: Detections, height: int, width: int, max_persons: int, keypoint_score: float = 0.5) -> list[Person]:
     """Each face joins the tightest unused body whose upper half holds the face centre; leftover faces
-    get a derived body, leftover bodies an estimated face. At most `max_persons`, closest first."""
+    get a derived body. A leftover body with pose keypoints gets its face from the head keypoints
+    (`detection.keypoints`), else an estimated face. At most `max_persons`, closest first."""
     persons: list[Person] = []
     used = np.zeros(len(det.bodies), bool)
+    kps = det.keypoints
     for face in det.faces[np.argsort(-det.faces[:, 4])]:
         cx, cy = (face[0] + face[2]) / 2, (face[1] + face[3]) / 2
         b = det.bodies
@@ -57,13 +65,27 @@ def associate(det: Detections, height: int, width: int, max_persons: int) -> lis
         if len(candidates):
             best = candidates[np.argmin(((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[candidates])]
             used[best] = True
-            persons.append(Person(face=face, body=b[best]))
+            persons.append(Person(face=face, body=b[best], keypoints=None if kps is None else kps[best]))
         else:
             note = "body derived from face" + ("" if det.bodies_detected else " (no body detector)")
             persons.append(Person(face=face, body=derive_body(face, height, width), body_detected=False, notes=[note]))
-    for body in det.bodies[~used]:
+    for i in np.flatnonzero(~used):
+        body, kp = det.bodies[i], None if kps is None else kps[i]
+        why = "no face found"
+        if kp is not None:
+            face, why = face_from_keypoints(kp, body, height, width, keypoint_score)
+            if face is not None:
+                persons.append(Person(face=face, body=body, keypoints=kp, face_source="keypoints"))
+                continue
         persons.append(
-            Person(face=None, body=body, face_detected=False, notes=["no face found: face estimated from body"])
+            Person(
+                face=None,
+                body=body,
+                face_detected=False,
+                notes=[f"{why}: face estimated from body"],
+                keypoints=kp,
+                face_source="estimated",
+            )
         )
     persons.sort(key=lambda p: -p.priority)
     return persons[:max_persons]
@@ -94,17 +116,42 @@ def context_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def make_crops(rgb: np.ndarray, persons: list[Person], levels: tuple[str, ...], size: int) -> np.ndarray:
-    """uint8 [P, L, size, size, 3]: per person the crops of the requested levels, in level order."""
-    out = np.empty((len(persons), len(levels), size, size, 3), np.uint8)
-    context = context_crop(rgb, size) if "context" in levels and persons else None
+@dataclass
+class CropBatch:
+    """A frame's crops for the encoder: each distinct crop once, and per person the crop of each level."""
+
+    images: np.ndarray  # uint8 [N, size, size, 3] RGB
+    index: np.ndarray  # int64 [P, L]: person p's level l is images[index[p, l]]
+
+    def dense(self) -> np.ndarray:
+        """[P, L, size, size, 3], as training and the paper's per-person view see them."""
+        return self.images[self.index]
+
+
+def crop_batch(rgb: np.ndarray, persons: list[Person], levels: tuple[str, ...], size: int) -> CropBatch:
+    """Per person the crops of the requested levels, in level order. The context crop is the same for every
+    person of a frame, so it is cut (and later encoded) once: P persons need 2P + 1 crops, not 3P."""
+    images: list[np.ndarray] = []
+    index = np.empty((len(persons), len(levels)), np.int64)
+    context = None
     for i, person in enumerate(persons):
         for j, level in enumerate(levels):
+            if level == "context":
+                if context is None:
+                    context = len(images)
+                    images.append(context_crop(rgb, size))
+                index[i, j] = context
+                continue
             if level == "face":
                 face = person.face if person.face is not None else estimate_face(person.body)
-                out[i, j] = crop_square(rgb, square(face, FACE_MARGIN), size)
-            elif level == "body":
-                out[i, j] = crop_square(rgb, square(person.body, BODY_MARGIN), size)
+                images.append(crop_square(rgb, square(face, FACE_MARGIN), size))
             else:
-                out[i, j] = context
-    return out
+                images.append(crop_square(rgb, square(person.body, BODY_MARGIN), size))
+            index[i, j] = len(images) - 1
+    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return CropBatch(stacked, index)
+
+
+def make_crops(rgb: np.ndarray, persons: list[Person], levels: tuple[str, ...], size: int) -> np.ndarray:
+    """uint8 [P, L, size, size, 3]: per person the crops of the requested levels, in level order."""
+    return crop_batch(rgb, persons, levels, size).dense()

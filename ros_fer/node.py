@@ -73,11 +73,13 @@ def to_msg(result: FrameResult, header, latency: float) -> EmotionArray:
                 scores=[float(s) for s in p.scores],
                 face=roi(p.face_box, result.width, result.height),
                 face_detected=p.face_detected,
+                face_source=p.face_source,
                 body=roi(p.body_box, result.width, result.height),
                 body_detected=p.body_detected,
                 valence=float(p.valence),
                 arousal=float(p.arousal),
                 notes=p.notes,
+                keypoints=[] if p.keypoints is None else [float(v) for v in p.keypoints.reshape(-1)],
             )
         )
     return out

@@ -38,9 +38,28 @@ PARAMS: tuple[Param, ...] = (
         "fp32, fp16, int8 (onnxruntime: dynamically quantised weights, fastest on CPU), auto (CUDA fp16, CPU fp32)",
         ("auto", "fp32", "fp16", "int8"),
     ),
-    Param("detector", "auto", "auto: YOLO with the weights below on a GPU, else OpenCV", ("auto", "yolo", "opencv")),
-    Param("person_weights", "", "ultralytics weights file of a COCO model (person class) for bodies"),
-    Param("face_weights", "", "ultralytics weights file of a face model"),
+    Param(
+        "detector",
+        "auto",
+        "auto: the YOLO pose model of person_weights (fetched once, cached; GPU where present), OpenCV's Haar "
+        "faces with one warning where it cannot be had; yolo: YOLO or an error; opencv: Haar faces",
+        ("auto", "yolo", "opencv"),
+    ),
+    Param(
+        "person_weights",
+        "yolo11n-pose.pt",
+        "ultralytics weights: a pose model (faces from head keypoints) or a COCO model (person class); a path "
+        "or an asset name, looked up in ~/.cache/ros_fer/yolo and fetched there once",
+    ),
+    Param("face_weights", "", "ultralytics weights of a face model that refines the faces (optional)"),
+    Param(
+        "detector_runtime",
+        "auto",
+        "how YOLO runs on the CPU: torch, onnx (ultralytics' ONNX export on onnxruntime, cached) or auto "
+        "(the faster one as measured); CUDA always runs torch",
+        ("auto", "torch", "onnx"),
+    ),
+    Param("keypoint_score", 0.5, "a pose keypoint counts for the face box when its score is at least this"),
     Param("detector_confidence", 0.4, "minimum detection score"),
     Param("hog_bodies", False, "with the OpenCV detector, also find bodies with its HOG people detector"),
     Param("profile_faces", False, "with the OpenCV detector, also look for faces in profile (about 4x slower)"),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .crops import Person, associate, make_crops
+from .crops import CropBatch, Person, associate, crop_batch
 from .detection import Detector, create_detector
 from .errors import InputShapeError
 from .runtime import Runtime, build_runtime, resolve_device
@@ -33,6 +33,8 @@ class PersonResult:
     notes: list[str]
     valence: float = math.nan
     arousal: float = math.nan
+    keypoints: np.ndarray | None = None  # [17, 3] COCO x, y, score (pose detectors), else None
+    face_source: str = "detector"  # detector | keypoints | estimated (see crops.FACE_SOURCES)
 
     def to_dict(self) -> dict:
         box = lambda b: None if b is None else [round(float(v), 1) for v in b[:4]]  # noqa: E731
@@ -44,7 +46,11 @@ class PersonResult:
             "face_box": box(self.face_box),
             "body_box": box(self.body_box),
             "face_detected": self.face_detected,
+            "face_source": self.face_source,
             "body_detected": self.body_detected,
+            "keypoints": None
+            if self.keypoints is None
+            else [[round(float(x), 1), round(float(y), 1), round(float(s), 3)] for x, y, s in self.keypoints],
             "notes": self.notes,
             "valence": None if math.isnan(self.valence) else round(self.valence, 4),
             "arousal": None if math.isnan(self.arousal) else round(self.arousal, 4),
@@ -92,7 +98,9 @@ class Pipeline:
         max_persons: int = 8,
         tracker: Tracker | None = None,
         valence_arousal: bool = True,
+        keypoint_score: float = 0.5,
     ):
+        self.keypoint_score = keypoint_score
         self.detector, self.runtime, self.max_persons, self.tracker = detector, runtime, max_persons, tracker
         # What the front doors say once at start: fall-backs taken while building the parts.
         self.warnings = [*runtime.warnings, *getattr(detector, "warnings", ())]
@@ -113,6 +121,7 @@ class Pipeline:
             params["hog_bodies"],
             params["detector_max_side"],
             params["profile_faces"],
+            params["detector_runtime"],
         )
         tracker = Tracker(
             runtime.labels.classes,
@@ -121,17 +130,19 @@ class Pipeline:
             params["unknown_threshold"],
             params["track_buffer"],
         )
-        return cls(detector, runtime, params["max_persons"], tracker, params["valence_arousal"])
+        return cls(
+            detector, runtime, params["max_persons"], tracker, params["valence_arousal"], params["keypoint_score"]
+        )
 
     def reset(self) -> None:
         """Forget all tracks (a new, unrelated stream of frames begins)."""
         if self.tracker is not None:
             self.tracker.reset()
 
-    def scores(self, crops: np.ndarray) -> np.ndarray:
-        """Probabilities [P, C] for a batch of crops [P, L, S, S, 3]: one encoder call, then the head."""
+    def scores(self, crops: CropBatch) -> np.ndarray:
+        """Probabilities [P, C] for a frame's crops: one encoder call over the distinct crops, then the head."""
         with torch.inference_mode():
-            logits = self.runtime.head(self.runtime.backend.encode(crops), self.runtime.text)
+            logits = self.runtime.head(self.runtime.backend.encode(crops.images, crops.index), self.runtime.text)
             return logits.float().softmax(dim=-1).cpu().numpy()
 
     def process(self, frame: np.ndarray, color: str = "bgr") -> FrameResult:
@@ -140,8 +151,8 @@ class Pipeline:
         h, w = rgb.shape[:2]
         det = self.detector.detect(rgb)
         t1 = time.perf_counter()
-        persons = associate(det, h, w, self.max_persons)
-        crops = make_crops(rgb, persons, self.runtime.levels, self.runtime.image_size)
+        persons = associate(det, h, w, self.max_persons, self.keypoint_score)
+        crops = crop_batch(rgb, persons, self.runtime.levels, self.runtime.image_size)
         t2 = time.perf_counter()
         probs = self.scores(crops) if persons else np.zeros((0, len(self.labels)), np.float32)
         t3 = time.perf_counter()
@@ -178,6 +189,8 @@ class Pipeline:
                 face_detected=person.face_detected,
                 body_detected=person.body_detected,
                 notes=list(person.notes),
+                keypoints=person.keypoints,
+                face_source=person.face_source,
             )
             if self.valence is not None:
                 result.valence = float(np.dot(scores, self.valence))

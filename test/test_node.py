@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ros_fer.labels import load_label_set
@@ -81,6 +82,37 @@ def test_node_answers_every_frame_with_its_header(e2e):
     assert abs(basic["scores_sum"] - 1) < 1e-3
     later = {tuple(ids) for ids in basic["track_ids"][1:]}
     assert len(later) == 1 and min(next(iter(later))) >= 0  # one stable track id
+    # Offline here: detector auto fell back to Haar faces (no keypoints), and said so once at start.
+    assert basic["face_sources"] == ["detector"] and basic["keypoint_lengths"] == [0]
+    assert e2e["node_log_tail"].count("detector auto:") == 1, e2e["node_log_tail"]
+
+
+def test_keypoints_and_face_source_reach_the_message():
+    from std_msgs.msg import Header
+
+    from ros_fer.node import to_msg
+    from ros_fer.pipeline import FrameResult, PersonResult
+
+    kp = np.arange(51, dtype=np.float32).reshape(17, 3)
+    person = PersonResult(
+        track_id=3,
+        label="happy",
+        confidence=0.8,
+        scores=np.array([0.2, 0.8], np.float32),
+        raw_scores=np.array([0.2, 0.8], np.float32),
+        face_box=np.array([10, 20, 50, 60], np.float32),
+        body_box=np.array([0, 0, 100, 200], np.float32),
+        face_detected=True,
+        body_detected=True,
+        notes=[],
+        keypoints=kp,
+        face_source="keypoints",
+    )
+    no_pose = PersonResult(**{**vars(person), "keypoints": None, "face_source": "estimated", "face_box": None})
+    msg = to_msg(FrameResult([person, no_pose], ("sad", "happy"), 640, 480), Header(frame_id="cam"), 0.01)
+    a, b = msg.persons
+    assert list(a.keypoints) == [float(v) for v in range(51)] and a.face_source == "keypoints"
+    assert list(b.keypoints) == [] and b.face_source == "estimated" and b.face.width == 0
 
 
 def test_node_survives_malformed_frames(e2e):

@@ -14,8 +14,8 @@ import torch
 from ..backbone import quiet_root_warnings
 from ..errors import ConfigError, FerError
 from ..models.base import FerModel
-from .base import check_precision, empty_outputs
-from .image_side import ImageSide
+from .base import check_precision, crops_and_index, empty_outputs
+from .image_side import INDEX, ImageSide
 
 INPUT = "crops"
 META_KEY = "ros_fer"
@@ -31,17 +31,18 @@ def export_onnx(model: FerModel, path: str | os.PathLike[str], precision: str = 
     side = ImageSide(copy.deepcopy(model)).eval()  # a copy: halving must not touch the caller's model
     if precision == "fp16":
         side.half()
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    crops = torch.export.Dim("crops", min=1, max=4096)
+    persons = torch.export.Dim("persons", min=1, max=4096)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.onnx.export(
         side,
-        (side.example(2),),
+        side.example(2),  # 2 persons, 2L+1 crops: neither axis may freeze, nor the two be tied
         str(tmp),
-        input_names=[INPUT],
+        input_names=[INPUT, INDEX],
         output_names=list(side.output_names),
-        dynamic_shapes=({0: batch},),
+        dynamic_shapes=({0: crops}, {0: persons}),
         opset_version=opset,
         dynamo=True,
         external_data=False,
@@ -127,14 +128,16 @@ def _export_int8(model: FerModel, path: Path, opset: int) -> Path:
                 reduce_range=INT8_SCHEME["reduce_range"],
                 per_channel=INT8_SCHEME["per_channel"],
             )
-        crops = ImageSide(model).example(PARITY_BATCH, seed=0).numpy()
-        reference = _session(fp32).run(None, {INPUT: crops})
-        cosine = min_cosine(_session(tmp).run(None, {INPUT: crops}), reference)
+        crops, index = (t.numpy() for t in ImageSide(model).example(PARITY_BATCH, seed=0))
+        feeds = {INPUT: crops, INDEX: index}
+        reference = _session(fp32).run(None, feeds)
+        cosine = min_cosine(_session(tmp).run(None, feeds), reference)
         if cosine < INT8_MIN_COSINE:
             raise Int8ParityError(f"int8 export of {path}", cosine)
         names = list(model.image_outputs())
         tensors = {
             "crops": crops,
+            "index": index,
             **{f"reference.{n}": r.astype(np.float32) for n, r in zip(names, reference, strict=True)},
         }
         save_file(
@@ -224,19 +227,21 @@ class OnnxRuntimeBackend:
             tensors = load_file(str(ref_file))
         except (SafetensorError, OSError) as exc:
             raise ConfigError(f"parity reference {ref_file} is not a readable safetensors file: {exc}") from exc
-        keys = ["crops"] + [f"reference.{n}" for n in self.output_names]
+        keys = ["crops", "index"] + [f"reference.{n}" for n in self.output_names]
         missing = [k for k in keys if k not in tensors]
         if missing:
             raise ConfigError(f"parity reference {ref_file}: missing tensor(s) {missing}; expected {keys}")
         start = time.perf_counter()
-        got = self.session.run(list(self.output_names), {INPUT: tensors["crops"]})
-        cosine = min_cosine(got, [tensors[k] for k in keys[1:]])
+        got = self.session.run(list(self.output_names), {INPUT: tensors["crops"], INDEX: tensors["index"]})
+        cosine = min_cosine(got, [tensors[k] for k in keys[2:]])
         if cosine < INT8_MIN_COSINE:
             raise Int8ParityError(f"int8 graph {self.path}", cosine)
         return {"min_cosine": round(cosine, 6), "ms": round((time.perf_counter() - start) * 1e3, 1)}
 
-    def encode(self, crops: np.ndarray) -> dict[str, torch.Tensor]:
-        if len(crops) == 0:
-            return empty_outputs(self, crops)
-        outs = self.session.run(list(self.output_names), {INPUT: np.ascontiguousarray(crops, dtype=np.uint8)})
+    def encode(self, crops: np.ndarray, index: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        crops, index = crops_and_index(crops, index)
+        if len(index) == 0:
+            return empty_outputs(self, crops, index)
+        feeds = {INPUT: np.ascontiguousarray(crops, dtype=np.uint8), INDEX: np.ascontiguousarray(index)}
+        outs = self.session.run(list(self.output_names), feeds)
         return {n: torch.from_numpy(o).float() for n, o in zip(self.output_names, outs, strict=True)}

@@ -15,7 +15,8 @@ import torch
 
 from ..backbone import file_sha256
 from ..errors import ConfigError, FerError
-from .base import check_precision, empty_outputs
+from .base import check_precision, crops_and_index, empty_outputs
+from .image_side import INDEX
 from .onnx import INPUT, read_onnx_meta
 
 PARITY_TOL = {"fp32": 1e-3, "fp16": 1e-2}
@@ -40,7 +41,12 @@ def engine_key(onnx_sha256: str, trt_version: str, gpu: str, precision: str, max
 
 
 def _torch_dtype(trt, dtype) -> torch.dtype:
-    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.UINT8: torch.uint8}
+    table = {
+        trt.DataType.FLOAT: torch.float32,
+        trt.DataType.HALF: torch.float16,
+        trt.DataType.UINT8: torch.uint8,
+        trt.DataType.INT64: torch.int64,
+    }
     return table[dtype]
 
 
@@ -102,8 +108,9 @@ class TensorRTBackend:
         if self.precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
         profile = builder.create_optimization_profile()
-        shape = (self.levels, self.size, self.size, 3)
-        profile.set_shape(INPUT, (1, *shape), (min(4, self.max_batch), *shape), (self.max_batch, *shape))
+        crop, n, opt = (self.size, self.size, 3), self.levels, min(4, self.max_batch)
+        profile.set_shape(INPUT, (1, *crop), (opt * n, *crop), (self.max_batch * n, *crop))
+        profile.set_shape(INDEX, (1, n), (opt, n), (self.max_batch, n))
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
@@ -126,14 +133,19 @@ class TensorRTBackend:
             )
 
     @torch.inference_mode()
-    def encode(self, crops: np.ndarray) -> dict[str, torch.Tensor]:
-        if crops.shape[0] == 0:
-            return empty_outputs(self, crops)
-        if not 1 <= crops.shape[0] <= self.max_batch:
-            raise ConfigError(f"TensorRT engine takes 1..{self.max_batch} persons per call, got {crops.shape[0]}")
-        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True)
-        self.context.set_input_shape(INPUT, tuple(x.shape))
-        self.context.set_tensor_address(INPUT, x.data_ptr())
+    def encode(self, crops: np.ndarray, index: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        crops, index = crops_and_index(crops, index)
+        if len(index) == 0:
+            return empty_outputs(self, crops, index)
+        if not 1 <= len(index) <= self.max_batch:
+            raise ConfigError(f"TensorRT engine takes 1..{self.max_batch} persons per call, got {len(index)}")
+        inputs = {
+            INPUT: torch.from_numpy(np.ascontiguousarray(crops)).to(self.device, non_blocking=True),
+            INDEX: torch.from_numpy(np.ascontiguousarray(index)).to(self.device, non_blocking=True),
+        }
+        for name, tensor in inputs.items():
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
         outs = {}
         for name in self.output_names:
             shape = tuple(self.context.get_tensor_shape(name))

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import ConfigError
 from ..models.base import FerModel
-from .base import check_precision, empty_outputs
+from .base import check_precision, crops_and_index, empty_outputs
 from .image_side import ImageSide
 
 
@@ -35,45 +35,50 @@ class TorchBackend:
             self.side.half()
         self.output_names = self.side.output_names
         self.cuda_graphs = cuda_graphs
-        self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple[torch.Tensor, ...]]] = {}
-        self._pinned: dict[tuple[int, ...], torch.Tensor] = {}
+        self._graphs: dict[tuple, tuple] = {}
+        self._pinned: dict[tuple, torch.Tensor] = {}
 
-    def _upload(self, crops: np.ndarray) -> torch.Tensor:
-        host = torch.from_numpy(np.ascontiguousarray(crops))
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(np.ascontiguousarray(array))
         if not self.cuda:
             return host
-        pinned = self._pinned.get(host.shape)
+        key = (host.dtype, tuple(host.shape))
+        pinned = self._pinned.get(key)
         if pinned is None:
-            pinned = self._pinned[host.shape] = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
+            pinned = self._pinned[key] = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
         pinned.copy_(host)
         return pinned.to(self.device, non_blocking=True)
 
-    def _graph(self, shape: tuple[int, ...]):
-        """Capture the forward once per input shape (batch size), then replay it."""
-        if shape not in self._graphs:
-            static_in = torch.zeros(shape, dtype=torch.uint8, device=self.device)
+    def _graph(self, crops_shape: tuple[int, ...], index_shape: tuple[int, ...]):
+        """Capture the forward once per input shape (crops and persons), then replay it."""
+        key = (crops_shape, index_shape)
+        if key not in self._graphs:
+            static_crops = torch.zeros(crops_shape, dtype=torch.uint8, device=self.device)
+            static_index = torch.zeros(index_shape, dtype=torch.int64, device=self.device)
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream), torch.inference_mode():
                 for _ in range(3):  # warm-up outside the graph (cuBLAS handles, autotuning)
-                    self.side(static_in)
+                    self.side(static_crops, static_index)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph), torch.inference_mode():
-                static_out = self.side(static_in)
-            self._graphs[shape] = (graph, static_in, static_out)
-        return self._graphs[shape]
+                static_out = self.side(static_crops, static_index)
+            self._graphs[key] = (graph, (static_crops, static_index), static_out)
+        return self._graphs[key]
 
     @torch.inference_mode()
-    def encode(self, crops: np.ndarray) -> dict[str, torch.Tensor]:
-        if len(crops) == 0:
-            return empty_outputs(self, crops)
-        x = self._upload(crops)
+    def encode(self, crops: np.ndarray, index: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        crops, index = crops_and_index(crops, index)
+        if len(index) == 0:
+            return empty_outputs(self, crops, index)
+        x, i = self._upload(crops), self._upload(index)
         if self.cuda_graphs:
-            graph, static_in, static_out = self._graph(tuple(x.shape))
-            static_in.copy_(x)
+            graph, (static_crops, static_index), static_out = self._graph(tuple(x.shape), tuple(i.shape))
+            static_crops.copy_(x)
+            static_index.copy_(i)
             graph.replay()
             outs = tuple(o.clone() for o in static_out)
         else:
-            outs = self.side(x)
+            outs = self.side(x, i)
         return {n: o.float() for n, o in zip(self.output_names, outs, strict=True)}

@@ -18,6 +18,7 @@ class Detections:
     faces: np.ndarray = field(default_factory=empty_boxes)
     bodies: np.ndarray = field(default_factory=empty_boxes)
     bodies_detected: bool = True  # False: this detector finds no bodies (they will be derived from faces)
+    keypoints: np.ndarray | None = None  # [len(bodies), 17, 3] COCO x, y, score from a pose model, else None
 
 
 class Detector(Protocol):

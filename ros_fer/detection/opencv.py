@@ -10,9 +10,16 @@ from ..errors import ConfigError
 from .base import Detections, empty_boxes, nms
 
 
+def haar_available() -> bool:
+    return hasattr(cv2, "CascadeClassifier")
+
+
 def _cascade(name: str):
-    if not hasattr(cv2, "CascadeClassifier"):
-        raise ConfigError("the opencv detector needs opencv-python < 5 (OpenCV 5 removed Haar cascades)")
+    if not haar_available():
+        raise ConfigError(
+            f"the opencv detector needs Haar cascades, which OpenCV {cv2.__version__} no longer has: install "
+            "opencv-python<5 (`pip install 'opencv-python<5'`), or use detector: yolo with person_weights"
+        )
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
     if cascade.empty():
         raise ConfigError(f"OpenCV cascade {name} not found in {cv2.data.haarcascades}")
@@ -21,6 +28,7 @@ def _cascade(name: str):
 
 class OpenCVDetector:
     name = "opencv"
+    warnings: list[str] = []  # noqa: RUF012 - set per instance by create_detector's fall-back
 
     def __init__(
         self,

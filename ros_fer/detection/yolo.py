@@ -1,30 +1,104 @@
-"""ultralytics YOLO: a COCO model's person class for bodies and a face model for faces, on the GPU
-where there is one. Weights come from a path in the config; nothing is downloaded behind the user's back."""
+"""ultralytics YOLO: a pose model (people with 17 keypoints: faces come from the head keypoints) or a COCO
+model's person class for bodies, plus an optional face model; on the GPU where there is one.
+
+Weights: a path, or an ultralytics asset name such as `yolo11n-pose.pt`, looked up in ros_fer's cache
+(~/.cache/ros_fer/yolo), ultralytics' weights folder and the working directory, and fetched once into
+ros_fer's cache on a connected machine. On the CPU the model runs through torch or through onnxruntime
+(ultralytics' own ONNX export, made once and cached beside the weights)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, WeightsUnavailableError
 from .base import Detections, empty_boxes
 
 PERSON = 0  # COCO class id
+RUNTIMES = ("auto", "torch", "onnx")
 
 
-def _load(weights: str):
-    from ultralytics import YOLO
+def yolo_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ros_fer" / "yolo"
 
+
+def _quiet_ultralytics() -> None:
+    # Never pip-install at run time on a robot; ultralytics' settings file goes where its config dir says.
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+
+
+def find_weights(weights: str) -> Path | None:
+    """A local file for `weights` (a path, or a bare asset name in the usual places), else None."""
     path = Path(weights).expanduser()
-    # A bare *.pt name that is not a local file would make ultralytics download it: refuse offline-unsafe magic.
-    if weights.endswith(".pt") and not path.is_file():
-        raise ConfigError(
-            f"YOLO weights {weights!r} not found. Download them once (e.g. `yolo predict model={Path(weights).name}` "
-            "on a connected machine) and give the file's path, or use detector: opencv."
-        )
-    return YOLO(str(path) if path.is_file() else weights)  # *.yaml builds an untrained model (tests)
+    if path.is_file():
+        return path
+    if path.name != weights:  # a path that is not there
+        return None
+    _quiet_ultralytics()
+    from ultralytics.utils import SETTINGS
+
+    for folder in (yolo_cache(), Path(SETTINGS["weights_dir"]), Path.cwd()):
+        if (folder / weights).is_file():
+            return folder / weights
+    return None
+
+
+def fetch_weights(weights: str) -> Path:
+    """Download an ultralytics asset once into ros_fer's cache. Raises WeightsUnavailableError offline."""
+    _quiet_ultralytics()
+    from ultralytics.utils import is_online
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
+
+    name = Path(weights).name
+    if name != weights or name not in GITHUB_ASSETS_NAMES:
+        raise WeightsUnavailableError(f"YOLO weights {weights!r} not found, and it is no ultralytics asset to fetch")
+    if not is_online():
+        raise WeightsUnavailableError(f"YOLO weights {weights!r} are not cached and this machine is offline")
+    target = yolo_cache() / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        attempt_download_asset(str(target))
+    except Exception as exc:  # noqa: BLE001 - any network failure means: not available
+        raise WeightsUnavailableError(f"YOLO weights {weights!r} could not be fetched: {exc}") from exc
+    if not target.is_file():
+        raise WeightsUnavailableError(f"YOLO weights {weights!r} could not be fetched into {target}")
+    return target
+
+
+def missing_weights_error(weights: str, reason: str) -> ConfigError:
+    return ConfigError(
+        f"{reason}. Fetch them once on a connected machine (`ros-fer infer` with detector: yolo fetches them into "
+        f"{yolo_cache()}, or `yolo predict model={Path(weights).name}`), then copy the file there or give its path "
+        "in person_weights/face_weights; or use detector: opencv."
+    )
+
+
+def resolve_weights(weights: str, fetch: bool = True) -> str:
+    """A loadable weights string: a local file, a *.yaml model definition (random weights, for tests), or
+    the asset fetched now. Raises WeightsUnavailableError when it cannot be had."""
+    if weights.endswith((".yaml", ".yml")):
+        return weights
+    local = find_weights(weights)
+    if local is not None:
+        return str(local)
+    if not fetch:
+        raise WeightsUnavailableError(f"YOLO weights {weights!r} not found")
+    return str(fetch_weights(weights))
+
+
+def _onnx_export(model, weights: str, imgsz: int) -> str:
+    """ultralytics' ONNX export of `model`, made once per weights file and input size, cached in yolo_cache()."""
+    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    target = yolo_cache() / f"{Path(weights).stem}.{digest}.{imgsz}.onnx"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        made = Path(model.export(format="onnx", imgsz=imgsz, dynamic=False, simplify=False, verbose=False))
+        shutil.move(str(made), target)
+    return str(target)
 
 
 class YoloDetector:
@@ -37,18 +111,50 @@ class YoloDetector:
         device: str = "cpu",
         confidence: float = 0.4,
         imgsz: int = 640,
+        runtime: str = "torch",
+        max_det: int = 100,
     ):
-        os.environ.setdefault("YOLO_OFFLINE", "1")
-        self.person = _load(person_weights) if person_weights else None
-        self.face = _load(face_weights) if face_weights else None
-        if self.person is None and self.face is None:
-            raise ConfigError("the yolo detector needs person_weights, face_weights or both")
-        self.device, self.confidence, self.imgsz = device, confidence, imgsz
+        _quiet_ultralytics()
+        from ultralytics import YOLO
 
-    def _boxes(self, model, bgr: np.ndarray, classes: list[int] | None) -> np.ndarray:
-        result = model.predict(
-            bgr, device=self.device, conf=self.confidence, imgsz=self.imgsz, classes=classes, verbose=False
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"detector_runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if not (person_weights or face_weights):
+            raise ConfigError("the yolo detector needs person_weights, face_weights or both")
+        self.device, self.confidence, self.imgsz, self.max_det = device, confidence, imgsz, max_det
+        self.person = self.face = None
+        self.runtime = "torch" if str(device).startswith("cuda") or runtime == "auto" else runtime
+        if person_weights:
+            self.person = self._load(YOLO, person_weights)
+        if face_weights:
+            self.face = self._load(YOLO, face_weights)
+        self.pose = self.person is not None and self.person.task == "pose"
+        self.warnings: list[str] = []
+        self.name = f"yolo-{'pose' if self.pose else 'detect'}" + ("+face" if self.face is not None else "")
+
+    def _load(self, yolo, weights: str):
+        try:
+            path = resolve_weights(weights)
+        except WeightsUnavailableError as exc:
+            raise missing_weights_error(weights, str(exc)) from exc
+        model = yolo(path)
+        if self.runtime == "onnx" and not path.endswith((".yaml", ".yml", ".onnx")):
+            model = yolo(_onnx_export(model, path, self.imgsz), task=model.task)
+        return model
+
+    def _predict(self, model, bgr: np.ndarray, classes: list[int] | None):
+        return model.predict(
+            bgr,
+            device=self.device,
+            conf=self.confidence,
+            imgsz=self.imgsz,
+            classes=classes,
+            max_det=self.max_det,
+            verbose=False,
         )[0]
+
+    @staticmethod
+    def _boxes(result) -> np.ndarray:
         boxes = result.boxes
         if boxes is None or len(boxes) == 0:
             return empty_boxes()
@@ -56,6 +162,17 @@ class YoloDetector:
 
     def detect(self, rgb: np.ndarray) -> Detections:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # ultralytics takes numpy frames as BGR
-        bodies = self._boxes(self.person, bgr, [PERSON]) if self.person is not None else empty_boxes()
-        faces = self._boxes(self.face, bgr, None) if self.face is not None else empty_boxes()
-        return Detections(faces=faces, bodies=bodies, bodies_detected=self.person is not None)
+        bodies, keypoints = empty_boxes(), None
+        if self.person is not None:
+            # A pose model finds people only; a COCO detection model is asked for its person class.
+            result = self._predict(self.person, bgr, None if self.pose else [PERSON])
+            bodies = self._boxes(result)
+            if self.pose:
+                kp = result.keypoints
+                keypoints = (
+                    kp.data.cpu().numpy().astype(np.float32).reshape(len(bodies), -1, 3)
+                    if kp is not None and len(bodies)
+                    else np.zeros((0, 17, 3), np.float32)
+                )
+        faces = self._boxes(self._predict(self.face, bgr, None)) if self.face is not None else empty_boxes()
+        return Detections(faces=faces, bodies=bodies, bodies_detected=self.person is not None, keypoints=keypoints)

@@ -49,8 +49,20 @@ class FerModel(nn.Module):
         self.checkpoint_sha256: str | None = None  # set when loaded from a trained checkpoint
 
     # -- contract --------------------------------------------------------------------------
-    def encode_image(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode_crops(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-crop features of normalised crops [N, 3, S, S] of any level: each tensor [N, ...]. The
+        exported image side runs this once per distinct crop (a frame's context crop serves every person)."""
         raise NotImplementedError
+
+    def combine(self, per_level: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The image outputs from each person's per-crop features arranged by level: tensors [B, L, ...]."""
+        raise NotImplementedError
+
+    def encode_image(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inference features of crops [B, L, 3, S, S]: encode_crops on every crop, then combine."""
+        b, n = self.check_crops(crops).shape[:2]
+        per_crop = self.encode_crops(crops.flatten(0, 1))
+        return self.combine({k: v.view(b, n, *v.shape[1:]) for k, v in per_crop.items()})
 
     def head(self) -> Head:
         """How image features are scored against text features; the runtime rebuilds it from to_dict()."""

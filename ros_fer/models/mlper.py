@@ -110,10 +110,17 @@ class MLPER(FerModel):
         return {k: F.normalize(v, dim=-1) for k, v in feats.items()}
 
     # -- image side ------------------------------------------------------------------------
+    def encode_crops(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"pooled": encode_image_tokens(self.clip.visual, images)[0]}
+
+    def combine(self, per_level: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pooled = per_level["pooled"]  # [B, L, D]
+        return {"global": self.fuse(pooled.flatten(1))}  # f_cls from the concatenated level cls tokens
+
     def encode_image(self, crops: torch.Tensor, with_tokens: bool = False) -> dict[str, torch.Tensor]:
         b, n = self.check_crops(crops).shape[:2]
         pooled, patches = encode_image_tokens(self.clip.visual, crops.flatten(0, 1))
-        out = {"global": self.fuse(pooled.reshape(b, -1))}  # f_cls from the concatenated level cls tokens
+        out = self.combine({"pooled": pooled.view(b, n, -1)})
         if with_tokens:
             out["level_pooled"] = pooled.view(b, n, -1)
             out["level_tokens"] = torch.cat([pooled.unsqueeze(1), patches], dim=1).view(b, n, -1, pooled.shape[-1])

@@ -106,10 +106,12 @@ class MPAFER(FerModel):
         return {"classes": F.normalize(self.soft_text_features(), dim=-1)}
 
     # -- image side ------------------------------------------------------------------------
-    def encode_image(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        images = self.check_crops(crops)[:, 0]
+    def encode_crops(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         pooled, patches = encode_image_tokens(self.clip.visual, images, self.visual_prompts)
         return {"global": pooled, "local": patches} if self.use["global_local"] else {"global": pooled}
+
+    def combine(self, per_level: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v[:, 0] for k, v in per_level.items()}  # one level: the face
 
     def head(self) -> Head:
         return Head("global_local", ("classes",), float(self.logit_scale), self.top_k)

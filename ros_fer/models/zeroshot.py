@@ -62,10 +62,11 @@ class ZeroShotCLIP(FerModel):
     def image_outputs(self) -> tuple[str, ...]:
         return ("levels",)
 
-    def encode_image(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        b, n = self.check_crops(crops).shape[:2]
-        feats = self.clip.encode_image(crops.flatten(0, 1))
-        return {"levels": F.normalize(feats, dim=-1).view(b, n, -1)}
+    def encode_crops(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"levels": F.normalize(self.clip.encode_image(images), dim=-1)}
+
+    def combine(self, per_level: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"levels": per_level["levels"]}  # each level is scored against its own text
 
     def forward(self, crops, targets=None) -> Output:
         logits = self.classify(self.encode_image(crops), self.text_features())

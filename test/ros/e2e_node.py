@@ -122,6 +122,8 @@ def main() -> int:
             "labels": list(answers[-1].persons[0].labels) if answers and answers[-1].persons else [],
             "scores_sum": float(sum(answers[-1].persons[0].scores)) if answers and answers[-1].persons else 0.0,
             "track_ids": [[p.track_id for p in m.persons] for m in answers],
+            "face_sources": sorted({p.face_source for m in answers for p in m.persons}),
+            "keypoint_lengths": sorted({len(p.keypoints) for m in answers for p in m.persons}),
         }
         # 2. malformed frames in between: the node skips them and keeps answering good ones.
         bad = [

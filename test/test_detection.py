@@ -1,0 +1,231 @@
+"""Pose detection: faces from head keypoints (each case of the documented rule, by hand), the YOLO pose path
+end to end with a random-weight yolo11n-pose, the offline fall-back, and one context encode per frame."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny
+
+from ros_fer.backends import OnnxRuntimeBackend, TorchBackend, export_onnx
+from ros_fer.crops import Person, associate, crop_batch, make_crops
+from ros_fer.detection import Detections, OpenCVDetector, YoloDetector, create_detector
+from ros_fer.detection.keypoints import (
+    FACE_OUT_OF_FRAME,
+    HEAD_NOT_VISIBLE,
+    SEEN_FROM_BEHIND,
+    face_from_keypoints,
+)
+from ros_fer.errors import ConfigError
+from ros_fer.params import load_params
+from ros_fer.pipeline import Pipeline
+
+H, W = 480, 640
+BODY = np.array([200, 100, 400, 470, 0.9], np.float32)
+
+
+def keypoints(**points) -> np.ndarray:
+    """17 COCO keypoints, all unseen (score 0) except the named ones: name=(x, y[, score])."""
+    names = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder"]
+    kp = np.zeros((17, 3), np.float32)
+    for name, value in points.items():
+        kp[names.index(name)] = (*value, 0.9) if len(value) == 2 else value
+    return kp
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_frontal_face_from_eyes_nose_and_ears():
+    kp = keypoints(
+        nose=(300, 160), left_eye=(312, 148), right_eye=(288, 148), left_ear=(325, 152), right_ear=(275, 152)
+    )
+    face, why = face_from_keypoints(kp, BODY, H, W)
+    assert why is None
+    # By hand: ears 50 apart x 1.0 = 50; eyes 24 apart x 2.4 = 57.6; the larger wins. Centre x: mean of the
+    # five head points = 300; eye line 148, centre 0.1 side below = 153.76.
+    side, cy = 57.6, 148 + 0.1 * 57.6
+    np.testing.assert_allclose(face[:4], [300 - side / 2, cy - side / 2, 300 + side / 2, cy + side / 2], atol=1e-3)
+    assert face[4] == pytest.approx(0.9)
+
+
+def test_profile_face_from_ear_and_nose():
+    kp = keypoints(nose=(340, 160), right_eye=(330, 150, 0.8), right_ear=(300, 152, 0.7))
+    face, why = face_from_keypoints(kp, BODY, H, W)
+    assert why is None
+    side = 1.5 * np.hypot(40, 8)  # ear to nose; no eye pair, no ear pair
+    cx = (340 + 330 + 300) / 3
+    cy = 150 + 0.1 * side  # the one eye gives the eye line
+    np.testing.assert_allclose(face[:4], [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], atol=1e-3)
+    assert face[4] == pytest.approx((0.9 + 0.8 + 0.7) / 3)
+
+
+def test_seen_from_behind_and_hidden_heads_have_no_face():
+    behind = keypoints(left_ear=(325, 152), right_ear=(275, 152), left_shoulder=(350, 220), right_shoulder=(250, 220))
+    assert face_from_keypoints(behind, BODY, H, W) == (None, SEEN_FROM_BEHIND)
+    hidden = keypoints(nose=(300, 160, 0.3), left_eye=(312, 148, 0.2), left_shoulder=(350, 220))
+    assert face_from_keypoints(hidden, BODY, H, W) == (None, HEAD_NOT_VISIBLE)
+    assert face_from_keypoints(hidden, BODY, H, W, min_score=0.1)[0] is not None  # the threshold is honoured
+
+
+def test_partly_visible_head_sized_by_the_shoulders():
+    kp = keypoints(nose=(300, 160), left_shoulder=(350, 230), right_shoulder=(250, 230))
+    face, why = face_from_keypoints(kp, BODY, H, W)
+    side = 0.45 * 100
+    cy = 160 - 0.15 * side + 0.1 * side  # eye line above the nose, centre below the eye line
+    np.testing.assert_allclose(face[:4], [300 - side / 2, cy - side / 2, 300 + side / 2, cy + side / 2], atol=1e-3)
+
+
+def test_head_at_the_frame_edge():
+    # Half a head inside the frame still counts; a head mostly outside it does not.
+    inside = keypoints(nose=(10, 160), left_eye=(22, 148), right_eye=(-2, 148))
+    face, why = face_from_keypoints(inside, BODY, H, W)
+    assert why is None and face[0] < 0 < face[2]
+    outside = keypoints(nose=(-15, 160), left_eye=(-3, 148), right_eye=(-27, 148))
+    assert face_from_keypoints(outside, BODY, H, W) == (None, FACE_OUT_OF_FRAME)
+
+
+def test_association_with_keypoints_and_a_face_model():
+    frontal = keypoints(nose=(300, 160), left_eye=(312, 148), right_eye=(288, 148))
+    behind = keypoints(left_ear=(525, 152), right_ear=(475, 152))
+    bodies = np.array([BODY, [420, 100, 600, 470, 0.8]], np.float32)
+    det = Detections(bodies=bodies, keypoints=np.stack([frontal, behind]))
+    a, b = sorted(associate(det, H, W, 8), key=lambda p: p.body[0])
+    assert a.face_source == "keypoints" and a.face_detected and a.notes == []
+    assert a.keypoints is frontal or np.array_equal(a.keypoints, frontal)
+    assert b.face is None and not b.face_detected and b.face_source == "estimated"
+    assert b.notes == [f"{SEEN_FROM_BEHIND}: face estimated from body"]
+    # A face model's face inside the first body refines the keypoint face.
+    faces = np.array([[280, 130, 320, 175, 0.95]], np.float32)
+    refined = associate(Detections(faces, det.bodies, keypoints=det.keypoints), H, W, 8)
+    first = next(p for p in refined if p.body[0] == BODY[0])
+    assert first.face_source == "detector" and first.face[0] == 280 and first.keypoints is not None
+
+
+def random_pose(tmp_path=None) -> str:
+    return "yolo11n-pose.yaml"  # ultralytics builds it with random weights, offline
+
+
+def test_yolo_pose_zero_one_and_many_detections():
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8)
+    assert len(YoloDetector(random_pose(), confidence=1.0).detect(frame).bodies) == 0
+    one = YoloDetector(random_pose(), confidence=1e-6, max_det=1).detect(frame)
+    assert one.bodies.shape == (1, 5) and one.keypoints.shape == (1, 17, 3)
+    many = YoloDetector(random_pose(), confidence=1e-6, max_det=20).detect(frame)
+    assert many.bodies.shape == (20, 5) and many.keypoints.shape == (20, 17, 3)
+    assert (many.bodies[:, 2] >= many.bodies[:, 0]).all() and many.bodies_detected
+    persons = associate(many, 480, 640, 8)
+    assert len(persons) == 8 and all(p.keypoints is not None for p in persons)
+    assert {p.face_source for p in persons} <= {"keypoints", "estimated"}
+
+
+def test_yolo_pose_pipeline_end_to_end_on_odd_and_empty_frames(tmp_path):
+    params = load_params(
+        None,
+        {
+            "backbone": "tiny-random",
+            "pretrained": "",
+            "detector": "yolo",
+            "person_weights": random_pose(),
+            "detector_confidence": 1e-6,
+            "max_persons": 3,
+        },
+    )
+    pipeline = Pipeline.from_params(params)
+    assert pipeline.detector.name == "yolo-pose" and pipeline.warnings == []
+    for shape in ((480, 640, 3), (37, 1001, 3), (1, 1, 3)):
+        frame = np.random.default_rng(1).integers(0, 256, shape, np.uint8)
+        result = pipeline.process(frame, "rgb")
+        assert len(result.persons) <= 3
+        for person in result.to_dict()["persons"]:
+            assert len(person["keypoints"]) == 17 and all(len(k) == 3 for k in person["keypoints"])
+            assert person["face_source"] in ("keypoints", "estimated")
+    assert pipeline.process(np.zeros((480, 640, 3), np.uint8), "rgb").persons is not None
+
+
+def test_yolo_onnx_runtime_matches_torch(tmp_path):
+    from ultralytics import YOLO
+
+    weights = tmp_path / "pose.pt"
+    YOLO(random_pose()).save(str(weights))
+    frame = np.random.default_rng(2).integers(0, 256, (640, 640, 3), np.uint8)
+    by_torch = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="torch").detect(frame)
+    by_onnx = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="onnx")
+    assert list((tmp_path / "cache" / "ros_fer" / "yolo").glob("pose.*.640.onnx"))  # exported once, cached
+    got = by_onnx.detect(frame)
+    np.testing.assert_allclose(got.bodies, by_torch.bodies, atol=0.5)
+    np.testing.assert_allclose(got.keypoints, by_torch.keypoints, atol=0.5)
+
+
+def test_auto_falls_back_to_haar_offline_with_one_line(tmp_path):
+    detector = create_detector("auto", person_weights="yolo11n-pose.pt")  # not cached; YOLO_OFFLINE=1 here
+    assert isinstance(detector, OpenCVDetector)
+    assert len(detector.warnings) == 1 and "\n" not in detector.warnings[0]
+    assert "offline" in detector.warnings[0] and "Haar" in detector.warnings[0]
+    with pytest.raises(ConfigError, match=r"'yolo11n-pose.pt' are not cached and this machine is offline.*Fetch"):
+        create_detector("yolo", person_weights="yolo11n-pose.pt")
+    with pytest.raises(ConfigError, match=r"'/nowhere/pose.pt' not found.*person_weights"):
+        create_detector("yolo", person_weights="/nowhere/pose.pt")
+
+
+def test_infer_says_the_fallback_once(tmp_path):
+    import ultralytics
+
+    image = Path(ultralytics.__file__).parent / "assets" / "zidane.jpg"
+    cmd = [str(Path(sys.executable).with_name("ros-fer")), "infer", str(image), str(image)]
+    cmd += ["--set", "backbone=tiny-random", "--set", "pretrained="]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("ros-fer: warning: detector auto:")]
+    assert len(warnings) == 1 and "Haar" in warnings[0]
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(lines) == 2 and lines[0]["persons"]  # Haar still finds Ancelotti
+
+
+def test_context_crop_is_cut_once_per_frame():
+    rgb = np.random.default_rng(3).integers(0, 256, (H, W, 3), np.uint8)
+    persons = [Person(face=np.array([10 + 70 * i, 10, 60 + 70 * i, 60, 1], np.float32), body=BODY) for i in range(8)]
+    batch = crop_batch(rgb, persons, ("face", "body", "context"), 32)
+    assert len(batch.images) == 17 and batch.index.shape == (8, 3)  # 2 per person + 1 context, not 24
+    assert (batch.index[:, 2] == batch.index[0, 2]).all()
+    dense = make_crops(rgb, persons, ("face", "body", "context"), 32)
+    assert np.array_equal(dense, batch.images[batch.index])
+    assert len(crop_batch(rgb, persons, ("face",), 32).images) == 8  # no context level: nothing shared
+
+
+@pytest.mark.parametrize("config", ["mlper", "zeroshot"])
+def test_shared_context_gives_the_same_scores(config, tmp_path):
+    model = tiny(config).eval()
+    size = model.backbone.image_size
+    rng = np.random.default_rng(4)
+    persons = 5
+    own = rng.integers(0, 256, (persons, len(model.levels) - 1, size, size, 3), np.uint8)
+    context = rng.integers(0, 256, (1, size, size, 3), np.uint8)
+    dense = np.concatenate([own, np.repeat(context[None], persons, axis=0)], axis=1)  # [P, L, S, S, 3]
+    shared_images = np.concatenate([own.reshape(-1, size, size, 3), context])
+    index = np.concatenate(
+        [
+            np.arange(persons * (len(model.levels) - 1)).reshape(persons, -1),
+            np.full((persons, 1), len(shared_images) - 1),
+        ],
+        axis=1,
+    )
+    assert len(shared_images) == 2 * persons + 1
+    # Reference: the model's own forward on dense per-person crops (what training runs).
+    x = torch.from_numpy(dense).permute(0, 1, 4, 2, 3).float() / 255
+    mean = torch.tensor(model.backbone.mean).view(1, 1, 3, 1, 1)
+    std = torch.tensor(model.backbone.std).view(1, 1, 3, 1, 1)
+    reference = model.encode_image((x - mean) / std)
+    onnx = OnnxRuntimeBackend(export_onnx(model, tmp_path / "m.onnx"))
+    for backend in (TorchBackend(model), onnx):
+        shared = backend.encode(shared_images, index)
+        unshared = backend.encode(dense)
+        for name in reference:
+            assert torch.allclose(shared[name], unshared[name], atol=1e-5), (backend.name, name)
+            assert torch.allclose(shared[name], reference[name], atol=1e-4), (backend.name, name)

@@ -241,7 +241,7 @@ def main_bench(args) -> int:
                         "max_persons": max(persons, 1),
                     },
                 )
-                results.append(run_bench(params, args.frames, args.warmup, persons, boxes=args.boxes))
+                results.append(run_bench(params, args.frames, args.warmup, persons, tuple(args.batches), args.boxes))
     report: dict = {"machine": machine(), "results": results}
     torch_runs = [r for r in results if r["backend"] == "torch"]
     if torch_runs and len(results) > 1:

@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--detectors", nargs="+", default=["auto"], choices=["auto", "yolo", "opencv"], help="detectors to time"
     )
     p.add_argument("--detector-runtime", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 3, 12, 48], help="encoder throughput batch sizes")
     p.add_argument("--person-weights", help="YOLO weights for the yolo detector (e.g. yolo11n-pose.yaml: random)")
     p.add_argument(
         "--boxes",

@@ -35,8 +35,15 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "precision",
         "auto",
-        "fp32, fp16, int8 (onnxruntime: dynamically quantised weights, fastest on CPU), auto (CUDA fp16, CPU fp32)",
+        "fp32, fp16, int8 (onnxruntime: 7-bit weights checked against fp32 at load, fastest on CPU), auto (CUDA "
+        "fp16; CPU: onnxruntime int8, falling back to fp32 with a warning where it fails that check; torch fp32)",
         ("auto", "fp32", "fp16", "int8"),
+    ),
+    Param(
+        "cuda_graphs",
+        "auto",
+        "torch backend: replay the encoder as CUDA graphs (one per batch shape); auto = on for CUDA, off on the CPU",
+        ("auto", "on", "off"),
     ),
     Param(
         "detector",

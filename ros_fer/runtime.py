@@ -120,6 +120,7 @@ def build_runtime(params: dict) -> Runtime:
     kind = params["backend"]
     auto = params["precision"] == "auto"
     precision = resolve_precision(params["precision"], device, kind)
+    graphs = params["cuda_graphs"] == "on" or (params["cuda_graphs"] == "auto" and device.startswith("cuda"))
     warnings: list[str] = []
     if kind == "tensorrt":
         import_tensorrt()
@@ -128,7 +129,9 @@ def build_runtime(params: dict) -> Runtime:
         bundle = load_bundle(target, bank=params["text_bank"] or None)
         if auto and precision == "int8" and "int8" not in bundle.manifest["onnx"]:
             precision = "fp32"  # auto takes the best graph the folder has
-        backend = _parity_fallback(lambda p: bundle.backend(kind, device, p), precision, auto, warnings)
+        backend = _parity_fallback(
+            lambda p: bundle.backend(kind, device, p, cuda_graphs=graphs), precision, auto, warnings
+        )
         identity = bundle.manifest["identity"]
         return Runtime(
             backend,
@@ -143,7 +146,7 @@ def build_runtime(params: dict) -> Runtime:
     model = _model(params, device if kind == "torch" else "cpu")
     bank = _bank(params, model)
     if kind == "torch":
-        backend = TorchBackend(model, device, precision)
+        backend = TorchBackend(model, device, precision, graphs)
     elif kind == "onnxruntime":
         backend = _parity_fallback(
             lambda p: OnnxRuntimeBackend(_cached_onnx(model, p), device), precision, auto, warnings

@@ -1,5 +1,6 @@
 """Backends against each other on random (never constant) uint8 crops."""
 
+import copy
 import importlib.util
 import json
 import subprocess
@@ -173,8 +174,8 @@ def test_torch_cuda_fp16_and_graphs_match_cpu():
     model = tiny("mlper").eval()
     crops = crops_for(model, 4)
     reference = TorchBackend(model).encode(crops)
-    for graphs in (False, True):
-        gpu = TorchBackend(tiny("mlper").eval(), "cuda", "fp16", cuda_graphs=graphs)
+    for graphs in (False, True):  # the same weights as the reference (tiny() draws new random ones)
+        gpu = TorchBackend(copy.deepcopy(model), "cuda", "fp16", cuda_graphs=graphs)
         got = {k: v.cpu() for k, v in gpu.encode(crops).items()}
         assert max_diff(got, reference) <= 1e-2
 
@@ -280,3 +281,14 @@ def test_backends_accept_an_empty_batch(kind, tmp_path):
     assert empty.keys() == full.keys()
     for name in full:
         assert empty[name].shape == (0, *full[name].shape[1:])
+
+
+def test_cuda_graphs_parameter_reaches_the_backend(tmp_path, monkeypatch):
+    from ros_fer.params import load_params
+    from ros_fer.runtime import build_runtime
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    params = load_params(None, {"backbone": "tiny-random", "pretrained": "", "device": "cpu"})
+    assert params["cuda_graphs"] == "auto" and build_runtime(params).backend.cuda_graphs is False  # off on the CPU
+    with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
+        build_runtime({**params, "cuda_graphs": "on"})

@@ -175,7 +175,16 @@ def test_two_process_ddp_equals_one_process(synthetic, tmp_path):
     # SGD: Adam's first steps are lr * g / |g|, so a gradient of ~0 whose sign differs in the last bit between
     # summation orders moves a weight by ±lr; SGD keeps such rounding differences at their own size.
     common = quiet(
-        ["train.max_steps=3", "train.batch_size=8", "train.epochs=1", "train.optimizer=sgd", "train.lr=0.05"], synthetic
+        # train.device=cpu: the CPU/gloo path this test means, also on a machine with GPUs
+        [
+            "train.max_steps=3",
+            "train.batch_size=8",
+            "train.epochs=1",
+            "train.optimizer=sgd",
+            "train.lr=0.05",
+            "train.device=cpu",
+        ],
+        synthetic,
     )
     train(tmp_path / "one", common)
     torchrun = str(Path(sys.executable).with_name("torchrun"))
@@ -216,3 +225,21 @@ def weights_init(key):
         )
         _INIT.update({k: v.detach() for k, v in model.state_dict().items()})
     return _INIT[key]
+
+
+def test_training_device_errors_are_clear(monkeypatch):
+    from ros_fer.errors import ConfigError
+    from training.engine import setup_distributed
+
+    with pytest.raises(ConfigError, match="train.device must be auto, cpu or cuda"):
+        setup_distributed("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="train.device=cuda asked for, but torch sees no CUDA device"):
+        setup_distributed("cuda")
+    # More processes per node than GPUs: named, before any process touches a device that is not there.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=r"2 training processes on this node but 1 CUDA device\(s\)"):
+        setup_distributed("auto")

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
+from ros_fer.errors import ConfigError
 from ros_fer.models import FerModel, create_model
 
 from .checkpoint import load_training_state, save_training_state
@@ -77,12 +78,25 @@ class EpochSampler(Sampler[int]):
         return (self.steps() - self.start) * self.batch
 
 
-def setup_distributed() -> tuple[int, int, torch.device]:
+def setup_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, device). `device` (train.device): auto (CUDA where present), cuda or cpu; under
+    torchrun, CUDA runs NCCL with one GPU per process, the CPU runs gloo."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"train.device must be auto, cpu or cuda, got {device!r}")
+    cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda asked for, but torch sees no CUDA device; use train.device=cpu")
     if "RANK" not in os.environ:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return 0, 1, torch.device("cuda" if cuda else "cpu")
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
+    if cuda:
+        gpus, per_node = torch.cuda.device_count(), int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        if per_node > gpus:
+            raise ConfigError(
+                f"{per_node} training processes on this node but {gpus} CUDA device(s): one GPU per process. "
+                f"Use torchrun --nproc_per_node {gpus} (or fewer), or train.device=cpu for gloo on the CPU."
+            )
         torch.cuda.set_device(local)
         dist.init_process_group("nccl")
         return rank, world, torch.device("cuda", local)
@@ -113,8 +127,8 @@ def make_scheduler(optimizer, t: dict):
 class Trainer:
     def __init__(self, cfg: dict, out: Path, resume: bool = False, log=print):
         self.cfg, self.out, self.log = cfg, Path(out), log
-        self.rank, self.world, self.device = setup_distributed()
         t = cfg["train"]
+        self.rank, self.world, self.device = setup_distributed(str(t.get("device", "auto")))
         torch.manual_seed(t.get("seed", 0))
         if t.get("deterministic", False):  # bit-identical reruns (with a fixed thread count); slower kernels
             torch.use_deterministic_algorithms(True)

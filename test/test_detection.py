@@ -229,3 +229,30 @@ def test_shared_context_gives_the_same_scores(config, tmp_path):
         for name in reference:
             assert torch.allclose(shared[name], unshared[name], atol=1e-5), (backend.name, name)
             assert torch.allclose(shared[name], reference[name], atol=1e-4), (backend.name, name)
+
+
+def test_debug_image_draws_the_skeleton():
+    from ros_fer.annotate import draw
+    from ros_fer.pipeline import FrameResult, PersonResult
+
+    kp = keypoints(nose=(300, 160), left_eye=(312, 148), right_eye=(288, 148), left_shoulder=(350, 240))
+    kp[9] = (200, 400, 0.2)  # a wrist below keypoint_score: not drawn
+    person = PersonResult(
+        track_id=1,
+        label="happy",
+        confidence=0.9,
+        scores=np.array([0.1, 0.9], np.float32),
+        raw_scores=np.array([0.1, 0.9], np.float32),
+        face_box=None,
+        body_box=BODY[:4],
+        face_detected=False,
+        body_detected=True,
+        notes=[],
+        keypoints=kp,
+    )
+    frame = np.zeros((H, W, 3), np.uint8)
+    with_pose = draw(frame, FrameResult([person], ("sad", "happy"), W, H))
+    without = draw(frame, FrameResult([PersonResult(**{**vars(person), "keypoints": None})], ("sad", "happy"), W, H))
+    assert (with_pose[160, 300] == 255).all() and (without[160, 300] == 0).all()  # the nose's white dot
+    assert (with_pose[154, 306] != 0).any()  # the nose-eye limb
+    assert (with_pose[400, 200] == 0).all()  # the unseen wrist

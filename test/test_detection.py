@@ -236,7 +236,7 @@ def test_debug_image_draws_the_skeleton():
     from ros_fer.pipeline import FrameResult, PersonResult
 
     kp = keypoints(nose=(300, 160), left_eye=(312, 148), right_eye=(288, 148), left_shoulder=(350, 240))
-    kp[9] = (200, 400, 0.2)  # a wrist below keypoint_score: not drawn
+    kp[9] = (250, 400, 0.2)  # a wrist below keypoint_score: not drawn
     person = PersonResult(
         track_id=1,
         label="happy",
@@ -255,4 +255,4 @@ def test_debug_image_draws_the_skeleton():
     without = draw(frame, FrameResult([PersonResult(**{**vars(person), "keypoints": None})], ("sad", "happy"), W, H))
     assert (with_pose[160, 300] == 255).all() and (without[160, 300] == 0).all()  # the nose's white dot
     assert (with_pose[154, 306] != 0).any()  # the nose-eye limb
-    assert (with_pose[400, 200] == 0).all()  # the unseen wrist
+    assert (with_pose[400, 250] == 0).all()  # the unseen wrist

@@ -207,3 +207,29 @@ def test_mlper_cosine_classifier():
     expected = torch.zeros(1, 7)
     expected[0, 0] = model.logit_scale
     assert torch.allclose(model.classify(image, text), expected)
+
+
+@pytest.mark.parametrize("config", ["mlper", "mpa-fer"])
+def test_one_training_step_under_cpu_bf16_autocast(config, targets):
+    """Every loss switched on, as a GPU run under AMP would take it (bf16 autocast on the CPU here)."""
+    overrides = (
+        {"itm": {"enabled": True}}
+        if config == "mlper"
+        else {
+            "soft_hard_alignment": True,
+            "prototype_alignment": True,
+            "global_local": True,
+            "deep_visual_prompts": True,
+        }
+    )
+    model = tiny(config, **overrides).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    opt = torch.optim.SGD(params, lr=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(random_crops(model), targets)
+    assert set(out.losses) >= ({"cls", "itm"} if config == "mlper" else {"vt", "t", "v"})
+    assert all(torch.isfinite(v.float()) for v in out.losses.values())
+    out.loss.float().backward()
+    opt.step()
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, params, strict=True))

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from ros_fer.machine import machine  # noqa: E402
 from ros_fer.models import create_model  # noqa: E402
 
 
@@ -35,8 +36,20 @@ def main(argv=None) -> int:
     ap.add_argument("--backbone", default="ViT-B-32")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "off"],
+        default="auto",
+        help="autocast as train.py (auto: bf16 on CUDA)",
+    )
     args = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    amp = ("bf16" if device == "cuda" else "off") if args.amp == "auto" else args.amp
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+    def autocast():
+        return torch.autocast(device, dtype=dtype, enabled=dtype is not None)
+
     model = create_model(args.config, {"backbone": {"name": args.backbone, "pretrained": None}}, device=device).train()
     size, levels = model.backbone.image_size, len(model.levels)
     x = torch.randn(args.batch, levels, 3, size, size, device=device)
@@ -45,14 +58,21 @@ def main(argv=None) -> int:
 
     def step():
         opt.zero_grad(set_to_none=True)
-        model(x, y).loss.backward()
+        with autocast():
+            loss = model(x, y).loss
+        loss.backward()
         opt.step()
 
     visual = model.clip.visual
 
     def bare():
+        # Backward to the input too: a frozen encoder (MPA-FER) has no parameter gradient, yet its prompts need
+        # the same backward pass through every layer.
         visual.zero_grad(set_to_none=True)
-        visual(x.flatten(0, 1)).float().sum().backward()
+        images = x.flatten(0, 1).detach().requires_grad_(True)
+        with autocast():
+            out = visual(images)
+        out.float().sum().backward()
 
     t_step, t_bare = timed(step, args.steps), timed(bare, args.steps)
     report = {
@@ -64,7 +84,8 @@ def main(argv=None) -> int:
         "train_images_per_s": args.batch / t_step,
         "bare_backbone_images_per_s": args.batch / t_bare,
         "train_step_over_bare": t_step / t_bare,
-        "torch_threads": torch.get_num_threads(),
+        "amp": amp,
+        "machine": machine(),
     }
     print(json.dumps(report))
     return 0

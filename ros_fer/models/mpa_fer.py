@@ -23,7 +23,8 @@ def soft_hard_alignment(
     P(d | t*_d) = exp(sim(t_d, t*_d)/τ) / Σ_c exp(sim(t_c, t*_d)/τ). L1: each class's soft feature
     against the mean of its hard features. Features are L2-normalised first.
     """
-    soft, hard = F.normalize(soft, dim=-1), F.normalize(hard, dim=-1)
+    # float32: under autocast the soft features arrive in bf16/fp16 while the hard ones are fp32 buffers
+    soft, hard = F.normalize(soft.float(), dim=-1), F.normalize(hard.float(), dim=-1)
     contrastive = F.cross_entropy(hard @ soft.t() / tau, hard_class)
     counts = torch.bincount(hard_class, minlength=soft.shape[0]).clamp(min=1).unsqueeze(1)
     hard_mean = torch.zeros_like(soft).index_add_(0, hard_class, hard) / counts
@@ -123,7 +124,7 @@ class MPAFER(FerModel):
     @torch.no_grad()
     def accumulate_prototypes(self, crops: torch.Tensor, targets: torch.Tensor) -> None:
         """Add frozen, un-prompted image features to the class means (a pass over the training set)."""
-        feats = F.normalize(self.clip.encode_image(self.check_crops(crops)[:, 0]), dim=-1)
+        feats = F.normalize(self.clip.encode_image(self.check_crops(crops)[:, 0]).float(), dim=-1)  # fp32 sums
         sums = torch.zeros_like(self.proto_sum).index_add_(0, targets, feats)
         counts = torch.zeros_like(self.proto_count).index_add_(0, targets, torch.ones_like(targets, dtype=feats.dtype))
         if torch.distributed.is_available() and torch.distributed.is_initialized():  # every rank: the same means

@@ -180,7 +180,8 @@ def test_soft_hard_alignment_by_hand():
     contrastive, l1 = soft_hard_alignment(soft, hard, torch.tensor([0, 1]), tau=1.0)
     expected = (-math.log(math.e / (math.e + 1)) - math.log(math.exp(0.8) / (math.exp(0.6) + math.exp(0.8)))) / 2
     assert math.isclose(contrastive.item(), expected, rel_tol=1e-6)
-    assert math.isclose(l1.item(), (0.6 + 0.2) / 4, rel_tol=1e-6)
+    # ||soft_c - hard_c||_1 per class, averaged over the 2 classes: (0 + (0.6 + 0.2)) / 2, not over all 4 values
+    assert math.isclose(l1.item(), (0.6 + 0.2) / 2, rel_tol=1e-6)
 
 
 def test_prototype_loss_by_hand():

@@ -20,15 +20,16 @@ def soft_hard_alignment(
     """(token-level contrastive loss, prompt-level L1 loss) between soft [C, D] and hard [M, D] prompts.
 
     Contrastive: each hard prompt t*_d picks its class's soft prompt among all classes,
-    P(d | t*_d) = exp(sim(t_d, t*_d)/τ) / Σ_c exp(sim(t_c, t*_d)/τ). L1: each class's soft feature
-    against the mean of its hard features. Features are L2-normalised first.
+    P(d | t*_d) = exp(sim(t_d, t*_d)/τ) / Σ_c exp(sim(t_c, t*_d)/τ). L1: ||t_c - mean hard_c||_1 per class,
+    averaged over classes, the mean of its hard features normalised. Features are L2-normalised first.
     """
     # float32: under autocast the soft features arrive in bf16/fp16 while the hard ones are fp32 buffers
     soft, hard = F.normalize(soft.float(), dim=-1), F.normalize(hard.float(), dim=-1)
     contrastive = F.cross_entropy(hard @ soft.t() / tau, hard_class)
     counts = torch.bincount(hard_class, minlength=soft.shape[0]).clamp(min=1).unsqueeze(1)
     hard_mean = torch.zeros_like(soft).index_add_(0, hard_class, hard) / counts
-    return contrastive, F.l1_loss(soft, F.normalize(hard_mean, dim=-1))
+    # L1 norm per prompt, averaged over prompts (F.l1_loss would also average over the D dimensions: D x smaller)
+    return contrastive, (soft - F.normalize(hard_mean, dim=-1)).abs().sum(dim=-1).mean()
 
 
 def prototype_loss(

@@ -31,3 +31,25 @@ def random_crops(model, batch: int = 4, seed: int = 0) -> torch.Tensor:
 @pytest.fixture
 def targets() -> torch.Tensor:
     return torch.tensor([0, 1, 2, 3])
+
+
+def person_result(**fields):
+    """A PersonResult of a two-class ("sad", "happy") frame, "happy" at 0.8, with `fields` changed."""
+    import numpy as np
+
+    from ros_fer.pipeline import PersonResult
+
+    scores = np.array([0.2, 0.8], np.float32)
+    base = dict(
+        track_id=1,
+        label="happy",
+        confidence=0.8,
+        scores=scores,
+        raw_scores=scores,
+        face_box=np.array([10, 20, 50, 60], np.float32),
+        body_box=np.array([0, 0, 100, 200], np.float32),
+        face_detected=True,
+        body_detected=True,
+        notes=[],
+    )
+    return PersonResult(**{**base, **fields})

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny
+from conftest import person_result, tiny
 
 from ros_fer.backends import OnnxRuntimeBackend, TorchBackend, export_onnx
 from ros_fer.crops import Person, associate, crop_batch, make_crops
@@ -233,26 +233,14 @@ def test_shared_context_gives_the_same_scores(config, tmp_path):
 
 def test_debug_image_draws_the_skeleton():
     from ros_fer.annotate import draw
-    from ros_fer.pipeline import FrameResult, PersonResult
+    from ros_fer.pipeline import FrameResult
 
     kp = keypoints(nose=(300, 160), left_eye=(312, 148), right_eye=(288, 148), left_shoulder=(350, 240))
     kp[9] = (250, 400, 0.2)  # a wrist below keypoint_score: not drawn
-    person = PersonResult(
-        track_id=1,
-        label="happy",
-        confidence=0.9,
-        scores=np.array([0.1, 0.9], np.float32),
-        raw_scores=np.array([0.1, 0.9], np.float32),
-        face_box=None,
-        body_box=BODY[:4],
-        face_detected=False,
-        body_detected=True,
-        notes=[],
-        keypoints=kp,
-    )
+    person = person_result(face_box=None, face_detected=False, body_box=BODY[:4], keypoints=kp)
     frame = np.zeros((H, W, 3), np.uint8)
     with_pose = draw(frame, FrameResult([person], ("sad", "happy"), W, H))
-    without = draw(frame, FrameResult([PersonResult(**{**vars(person), "keypoints": None})], ("sad", "happy"), W, H))
+    without = draw(frame, FrameResult([person_result(face_box=None, body_box=BODY[:4])], ("sad", "happy"), W, H))
     assert (with_pose[160, 300] == 255).all() and (without[160, 300] == 0).all()  # the nose's white dot
     assert (with_pose[154, 306] != 0).any()  # the nose-eye limb
     assert (with_pose[400, 250] == 0).all()  # the unseen wrist

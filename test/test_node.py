@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import person_result
 
 from ros_fer.labels import load_label_set
 from ros_fer.params import DEFAULTS, PARAMS, load_params
@@ -94,24 +95,11 @@ def test_keypoints_and_face_source_reach_the_message():
     from std_msgs.msg import Header
 
     from ros_fer.node import to_msg
-    from ros_fer.pipeline import FrameResult, PersonResult
+    from ros_fer.pipeline import FrameResult
 
     kp = np.arange(51, dtype=np.float32).reshape(17, 3)
-    person = PersonResult(
-        track_id=3,
-        label="happy",
-        confidence=0.8,
-        scores=np.array([0.2, 0.8], np.float32),
-        raw_scores=np.array([0.2, 0.8], np.float32),
-        face_box=np.array([10, 20, 50, 60], np.float32),
-        body_box=np.array([0, 0, 100, 200], np.float32),
-        face_detected=True,
-        body_detected=True,
-        notes=[],
-        keypoints=kp,
-        face_source="keypoints",
-    )
-    no_pose = PersonResult(**{**vars(person), "keypoints": None, "face_source": "estimated", "face_box": None})
+    person = person_result(track_id=3, keypoints=kp, face_source="keypoints")
+    no_pose = person_result(keypoints=None, face_source="estimated", face_box=None)
     msg = to_msg(FrameResult([person, no_pose], ("sad", "happy"), 640, 480), Header(frame_id="cam"), 0.01)
     a, b = msg.persons
     assert list(a.keypoints) == [float(v) for v in range(51)] and a.face_source == "keypoints"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .backends.image_side import dense_index
 from .crops import associate, crop_batch
 from .detection import Detections
 from .machine import machine
@@ -158,21 +159,14 @@ def _throughput(rt, batches) -> dict[str, float]:
     out = {}
     for batch in batches:
         shape = (batch, len(rt.levels), rt.image_size, rt.image_size, 3)
-        dense = np.random.default_rng(batch).integers(0, 256, shape, np.uint8)
-        out[str(batch)] = _rate(
-            rt, batch, dense.reshape(-1, *shape[2:]), np.arange(dense.shape[0] * shape[1]).reshape(batch, -1)
-        )
+        out[str(batch)] = _rate(rt, batch, *dense_index(np.random.default_rng(batch).integers(0, 256, shape, np.uint8)))
     return out
 
 
 def _sharing(rt, rgb: np.ndarray, people) -> dict:
     """The frame's crops encoded with the context crop shared (once per frame) and without (once per person)."""
     shared = crop_batch(rgb, people, rt.levels, rt.image_size)
-    dense = shared.dense()
-    unshared = (
-        dense.reshape(-1, *dense.shape[2:]),
-        np.arange(dense.shape[0] * dense.shape[1]).reshape(dense.shape[:2]),
-    )
+    unshared = dense_index(shared.dense())
     return {
         "crops_shared": len(shared.images),
         "crops_unshared": len(unshared[0]),

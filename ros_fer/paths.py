@@ -12,6 +12,11 @@ from .errors import ConfigError
 ENV_CONFIG_DIR = "ROS_FER_CONFIG_DIR"
 
 
+def cache_dir() -> Path:
+    """Where ros_fer caches what it computes or fetches once (text banks, ONNX graphs, engines, YOLO weights)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ros_fer"
+
+
 @lru_cache(maxsize=1)
 def config_dir() -> Path:
     """The folder that holds labels.yaml, prompts/, models/ and backbones/."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,11 +27,8 @@ from .head import Head
 from .labels import LabelSet, load_label_set
 from .models import FerModel, create_model, load_model
 from .models.factory import read_checkpoint_meta
+from .paths import cache_dir
 from .text_bank import TextBank, build_text_bank
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ros_fer"
 
 
 def resolve_device(device: str) -> str:

@@ -28,7 +28,6 @@ def _cascade(name: str):
 
 class OpenCVDetector:
     name = "opencv"
-    warnings: list[str] = []  # noqa: RUF012 - set per instance by create_detector's fall-back
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, WeightsUnavailableError
+from ..paths import cache_dir
 from .base import Detections, empty_boxes
 
 PERSON = 0  # COCO class id
@@ -23,7 +24,7 @@ RUNTIMES = ("auto", "torch", "onnx")
 
 
 def yolo_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ros_fer" / "yolo"
+    return cache_dir() / "yolo"
 
 
 def _quiet_ultralytics() -> None:
@@ -77,7 +78,7 @@ def missing_weights_error(weights: str, reason: str) -> ConfigError:
     )
 
 
-def resolve_weights(weights: str, fetch: bool = True) -> str:
+def resolve_weights(weights: str) -> str:
     """A loadable weights string: a local file, a *.yaml model definition (random weights, for tests), or
     the asset fetched now. Raises WeightsUnavailableError when it cannot be had."""
     if weights.endswith((".yaml", ".yml")):
@@ -85,8 +86,6 @@ def resolve_weights(weights: str, fetch: bool = True) -> str:
     local = find_weights(weights)
     if local is not None:
         return str(local)
-    if not fetch:
-        raise WeightsUnavailableError(f"YOLO weights {weights!r} not found")
     return str(fetch_weights(weights))
 
 

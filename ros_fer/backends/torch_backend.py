@@ -38,7 +38,10 @@ class TorchBackend:
         self._graphs: dict[tuple, tuple] = {}
         self._pinned: dict[tuple, torch.Tensor] = {}
 
-    def _upload(self, array: np.ndarray) -> torch.Tensor:
+    def _upload(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Host arrays cross once, through pinned memory; tensors already on the device stay where they are."""
+        if isinstance(array, torch.Tensor):
+            return array.to(self.device, non_blocking=True)
         host = torch.from_numpy(np.ascontiguousarray(array))
         if not self.cuda:
             return host
@@ -68,7 +71,8 @@ class TorchBackend:
         return self._graphs[key]
 
     @torch.inference_mode()
-    def encode(self, crops: np.ndarray, index: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    def encode(self, crops: np.ndarray | torch.Tensor, index: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Host crops (numpy) or device crops (a uint8 tensor, e.g. `crops.crop_batch_tensor`)."""
         crops, index = crops_and_index(crops, index)
         if len(index) == 0:
             return empty_outputs(self, crops, index)

@@ -1,0 +1,159 @@
+"""Crop geometry and the two ways of cutting crops: OpenCV on the host and torchvision's roi_align on the
+device (run here on CPU tensors). Expected values are worked out by hand from the documented conventions."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import ultralytics
+
+from ros_fer.crops import (
+    BODY_MARGIN,
+    FACE_MARGIN,
+    Person,
+    crop_batch,
+    crop_batch_tensor,
+    crop_boxes,
+    crop_square,
+    crop_tensor,
+    letterbox_box,
+    square,
+)
+
+ASSETS = Path(ultralytics.__file__).parent / "assets"
+# Host and device crops of the same box agree to this (grey levels, on photographs): the documented tolerance.
+MEAN_TOLERANCE, P99_TOLERANCE = 0.25, 2
+
+
+def photo(name: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(ASSETS / name)), cv2.COLOR_BGR2RGB)
+
+
+def boxes_for(h: int, w: int) -> np.ndarray:
+    """Shrunk, grown, outside-the-frame and fractional boxes."""
+    return np.array(
+        [
+            letterbox_box(h, w),
+            [100, 50, 228, 178],  # inside, 128 px
+            [-64, -64, 64, 64],  # a quarter inside
+            [w - 100, h - 40, w + 60, h + 120],  # bottom-right corner
+            [300.3, 200.7, 330.1, 230.5],  # small and fractional: grown
+            [10, 10, 700, 700],
+        ],
+        np.float32,
+    )
+
+
+@pytest.mark.parametrize("name", ["bus.jpg", "zidane.jpg"])
+@pytest.mark.parametrize("size", [224, 64])
+def test_device_crops_match_host_crops(name, size):
+    rgb = photo(name)
+    boxes = np.stack([square(b, 1.0) for b in boxes_for(*rgb.shape[:2])])
+    host = np.stack([crop_square(rgb, b, size) for b in boxes]).astype(int)
+    device = crop_tensor(torch.from_numpy(rgb), boxes, size)
+    assert device.dtype == torch.uint8 and tuple(device.shape) == (len(boxes), size, size, 3)
+    diff = np.abs(host - device.numpy().astype(int)).reshape(len(boxes), -1)
+    assert diff.mean(axis=1).max() <= MEAN_TOLERANCE
+    assert np.percentile(diff, 99, axis=1).max() <= P99_TOLERANCE
+
+
+def ramp(h: int = 40, w: int = 200) -> np.ndarray:
+    """Pixel column j holds the value j: sampled bilinearly at continuous x, the value is x - 0.5."""
+    return np.repeat(np.repeat(np.arange(w, dtype=np.uint8)[None, :, None], h, axis=0), 3, axis=2)
+
+
+@pytest.mark.parametrize("cut", ["host", "device"])
+def test_crops_sample_pixel_centres(cut):
+    rgb = ramp()
+    crop = lambda box, size: (  # noqa: E731
+        crop_square(rgb, box, size) if cut == "host" else crop_tensor(torch.from_numpy(rgb), box[None], size)[0].numpy()
+    )
+    # grown 4x: crop pixel u samples x = 20 + (u + 0.5) * 10 / 40, value x - 0.5 = 19.625 + u / 4
+    grown = crop(np.array([20, 5, 30, 15], np.float32), 40)[10, :, 0].astype(float)
+    np.testing.assert_allclose(grown, np.round(19.625 + np.arange(40) / 4), atol=1)
+    # shrunk 4x: each crop pixel averages source columns 40+4u .. 43+4u, mean 41.5 + 4u
+    shrunk = crop(np.array([40, 0, 120, 80], np.float32), 20)[2, :, 0].astype(float)
+    np.testing.assert_allclose(shrunk, 41.5 + 4 * np.arange(20), atol=1)
+    # outside the frame: black; inside: the ramp
+    left = crop(np.array([-20, 0, 20, 40], np.float32), 40)
+    assert (left[:, :19] == 0).all() and left[20, 21:, 0].min() > 0
+
+
+def test_crop_geometry_by_hand():
+    face = np.array([100, 100, 140, 150, 0.9], np.float32)  # 40 x 50, centre (120, 125)
+    body = np.array([60, 80, 200, 500, 0.8], np.float32)  # 140 x 420, centre (130, 290)
+    persons = [Person(face=face, body=body), Person(face=None, body=body, face_detected=False)]
+    boxes, index = crop_boxes(persons, ("face", "body", "context"), 600, 1000)
+    half_face, half_body = 50 * FACE_MARGIN / 2, 420 * BODY_MARGIN / 2
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)  # noqa: E731
+    close(boxes[0], [120 - half_face, 125 - half_face, 120 + half_face, 125 + half_face])
+    close(boxes[1], [130 - half_body, 290 - half_body, 130 + half_body, 290 + half_body])
+    close(boxes[2], [0, -200, 1000, 800])  # 1000 x 600 letterboxed to 1000 x 1000
+    # no face: estimated from the body, side min(0.5 * 140, 0.2 * 420) = 70 at the top, 2 % of 420 down
+    side = 70 * FACE_MARGIN
+    cy = 80 + 0.02 * 420 + 35
+    close(boxes[3], [130 - side / 2, cy - side / 2, 130 + side / 2, cy + side / 2])
+    assert index.tolist() == [[0, 1, 2], [3, 4, 2]]  # the context box once, shared
+    close(boxes[4], boxes[1])
+    assert crop_boxes([], ("face", "context"), 10, 10)[0].shape == (0, 4)
+
+
+def test_device_crop_batch_follows_the_host_batch():
+    rgb = photo("zidane.jpg")
+    persons = [
+        Person(face=np.array([922, 110, 1070, 258, 0.9], np.float32), body=np.array([700, 40, 1260, 720, 0.9])),
+        Person(face=None, body=np.array([100, 200, 500, 720, 0.7], np.float32), face_detected=False),
+    ]
+    levels = ("face", "body", "context")
+    host = crop_batch(rgb, persons, levels, 64)
+    device = crop_batch_tensor(torch.from_numpy(rgb), persons, levels, 64)
+    assert np.array_equal(host.index, device.index) and device.images.shape == host.images.shape
+    assert np.abs(host.images.astype(int) - device.images.numpy().astype(int)).mean() <= MEAN_TOLERANCE
+    empty = crop_batch_tensor(torch.from_numpy(rgb), [], levels, 64)
+    assert tuple(empty.images.shape) == (0, 64, 64, 3) and empty.index.shape == (0, 3)
+
+
+def test_pipeline_with_device_crops_scores_like_host_crops(tmp_path, monkeypatch):
+    from ros_fer.detection import OpenCVDetector
+    from ros_fer.params import load_params
+    from ros_fer.pipeline import Pipeline
+    from ros_fer.runtime import build_runtime
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    runtime = build_runtime(load_params(None, {"backbone": "tiny-random", "pretrained": ""}))
+    frame = photo("zidane.jpg")
+    results = {}
+    for device_crops in (False, True):
+        pipeline = Pipeline(OpenCVDetector(), runtime, device_crops=device_crops)
+        assert pipeline.device_crops is device_crops
+        results[device_crops] = pipeline.process(frame, color="rgb").persons
+    assert len(results[True]) == len(results[False]) >= 1
+    for host, device in zip(results[False], results[True], strict=True):
+        np.testing.assert_allclose(device.raw_scores, host.raw_scores, atol=0.02)
+    assert Pipeline(OpenCVDetector(), runtime).device_crops is False  # CPU: OpenCV's crops are faster
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_pipeline_cuts_crops_on_the_device(tmp_path, monkeypatch):
+    from ros_fer.detection import OpenCVDetector
+    from ros_fer.params import load_params
+    from ros_fer.pipeline import Pipeline
+    from ros_fer.runtime import build_runtime
+
+    rgb = photo("bus.jpg")
+    boxes = np.stack([square(b, 1.0) for b in boxes_for(*rgb.shape[:2])])
+    cuda = crop_tensor(torch.from_numpy(rgb).cuda(), boxes, 224)
+    assert cuda.is_cuda
+    diff = np.abs(np.stack([crop_square(rgb, b, 224) for b in boxes]).astype(int) - cuda.cpu().numpy().astype(int))
+    assert diff.mean() <= MEAN_TOLERANCE
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    params = load_params(None, {"backbone": "tiny-random", "pretrained": "", "device": "cuda", "precision": "fp32"})
+    pipeline = Pipeline(OpenCVDetector(max_side=1080), build_runtime(params))
+    assert pipeline.device_crops  # chosen once, from the backend's device
+    host = Pipeline(OpenCVDetector(max_side=1080), build_runtime({**params, "device": "cpu"}))
+    on_gpu, on_cpu = pipeline.process(rgb, color="rgb").persons, host.process(rgb, color="rgb").persons
+    assert len(on_gpu) == len(on_cpu) >= 1
+    for a, b in zip(on_gpu, on_cpu, strict=True):
+        np.testing.assert_allclose(a.raw_scores, b.raw_scores, atol=0.02)

@@ -31,8 +31,9 @@ class Person:
 
     @property
     def priority(self) -> float:
-        """Bigger (closer) and surer people first when the per-frame cap bites."""
-        box = self.face if self.face is not None else self.body
+        """Bigger (closer) and surer people first when the per-frame cap bites: the face's area times its
+        score (a face estimated from the body where none was found, so faces are compared with faces)."""
+        box = self.face if self.face is not None else estimate_face(self.body)
         return float((box[2] - box[0]) * (box[3] - box[1]) * box[4])
 
 

@@ -157,3 +157,99 @@ def test_cuda_pipeline_cuts_crops_on_the_device(tmp_path, monkeypatch):
     assert len(on_gpu) == len(on_cpu) >= 1
     for a, b in zip(on_gpu, on_cpu, strict=True):
         np.testing.assert_allclose(a.raw_scores, b.raw_scores, atol=0.02)
+
+
+def test_derived_body_and_estimated_face_by_hand():
+    from ros_fer.crops import derive_body, estimate_face
+
+    face = np.array([100, 100, 140, 150, 0.7], np.float32)  # w 40, h 50, centre x 120
+    # 1.5 face widths either side of the centre, from 0.3 face heights above to 7 below the face top
+    np.testing.assert_allclose(derive_body(face, 600, 1000), [60, 85, 180, 450, 0.7])
+    np.testing.assert_allclose(derive_body(face, 300, 150), [60, 85, 150, 300, 0.7])  # clipped to the frame
+    np.testing.assert_allclose(derive_body(np.array([0, 0, 40, 50, 1], np.float32), 600, 1000), [0, 0, 80, 350, 1])
+    body = np.array([60, 80, 200, 500, 0.8], np.float32)  # 140 x 420
+    np.testing.assert_allclose(estimate_face(body), [95, 88.4, 165, 158.4, 0.8], rtol=1e-6)  # side min(70, 84)
+    wide = np.array([0, 0, 400, 200, 0.5], np.float32)  # side min(200, 40) = 40
+    np.testing.assert_allclose(estimate_face(wide), [180, 4, 220, 44, 0.5], rtol=1e-6)
+
+
+def test_faces_join_the_tightest_free_body_holding_them_in_its_upper_half():
+    from ros_fer.crops import associate
+    from ros_fer.detection import Detections
+
+    bodies = np.array(
+        [
+            [0, 0, 600, 600, 0.9],  # big: holds both faces' centres in its upper half
+            [80, 90, 200, 500, 0.8],  # tight around face 1
+            [700, 0, 800, 300, 0.7],  # nobody's
+        ],
+        np.float32,
+    )
+    faces = np.array(
+        [
+            [100, 100, 140, 140, 0.6],  # centre (120, 120): in bodies 0 and 1; 1 is tighter
+            [300, 100, 340, 140, 0.9],  # centre (320, 120): only in body 0
+            [120, 560, 160, 590, 0.95],  # centre y 575: lower half of body 0 and outside body 1
+        ],
+        np.float32,
+    )
+    persons = associate(Detections(faces=faces, bodies=bodies), 1000, 1000, 8)
+    by_face = {None if p.face is None else int(p.face[0]): p for p in persons}
+    assert by_face[100].body[0] == 80 and by_face[100].body_detected
+    assert by_face[300].body[0] == 0 and by_face[300].body_detected
+    assert not by_face[120].body_detected and by_face[120].notes == ["body derived from face"]
+    np.testing.assert_allclose(by_face[120].body[:4], derive_body_of(faces[2], 1000, 1000))
+    # the leftover body gets an estimated face
+    assert by_face[None].body[0] == 700 and by_face[None].face_source == "estimated"
+    assert by_face[None].notes == ["no face found: face estimated from body"] and not by_face[None].face_detected
+    assert len(persons) == 4
+
+    # Faces choose in order of their score: the surer face takes the tighter body when both fit.
+    two = np.array([[100, 100, 140, 140, 0.5], [110, 100, 150, 140, 0.9]], np.float32)
+    both = associate(Detections(faces=two, bodies=bodies[:2]), 1000, 1000, 8)
+    surer = next(p for p in both if p.face[4] == np.float32(0.9))
+    other = next(p for p in both if p.face[4] == np.float32(0.5))
+    assert surer.body[0] == 80 and other.body[0] == 0  # each body used once
+
+    # A centre on the box edge counts as inside (<=); one just below the upper half does not.
+    edge = np.array([[180, 275, 220, 315, 0.9]], np.float32)  # centre (200, 295): x2 = 200, y1 + h / 2 = 295
+
+    def with_face(faces):
+        persons = associate(Detections(faces=faces, bodies=bodies[1:2]), 1000, 1000, 8)
+        return next(p for p in persons if p.face is not None)
+
+    assert with_face(edge).body_detected
+    below = np.array([[180, 276, 220, 316, 0.9]], np.float32)  # centre y 296 > 295
+    assert not with_face(below).body_detected
+    left = np.array([[59, 100, 99, 140, 0.9]], np.float32)  # centre x 79 < 80
+    assert not with_face(left).body_detected
+
+
+def derive_body_of(face, h, w):
+    x1, y1, x2, y2 = face[:4]
+    fw, fh, cx = x2 - x1, y2 - y1, (x1 + x2) / 2
+    return [max(0, cx - 1.5 * fw), max(0, y1 - 0.3 * fh), min(w, cx + 1.5 * fw), min(h, y1 + 7 * fh)]
+
+
+def test_the_cap_keeps_the_closest_surest_people():
+    from ros_fer.crops import associate
+    from ros_fer.detection import Detections
+
+    faces = np.array(
+        [[0, 0, 10, 10, 0.9], [100, 0, 150, 50, 0.5], [300, 0, 340, 40, 0.9], [500, 0, 560, 60, 0.1]], np.float32
+    )
+    # priorities (area x score): 90, 1250, 1440, 360
+    kept = associate(Detections(faces=faces), 1000, 1000, 2)
+    assert [int(p.face[0]) for p in kept] == [300, 100]
+    assert [int(p.face[0]) for p in associate(Detections(faces=faces), 1000, 1000, 8)] == [300, 100, 500, 0]
+    bodies_only = associate(Detections(bodies=np.array([[0, 0, 100, 400, 0.5]], np.float32)), 1000, 1000, 8)
+    assert bodies_only[0].priority == pytest.approx(50 * 50 * 0.5)  # no face: the face estimated from the body
+
+
+def test_faces_without_a_body_detector_say_so():
+    from ros_fer.crops import associate
+    from ros_fer.detection import Detections
+
+    face = np.array([[100, 100, 140, 140, 0.9]], np.float32)
+    alone = associate(Detections(faces=face, bodies_detected=False), 1000, 1000, 8)[0]
+    assert alone.notes == ["body derived from face (no body detector)"] and alone.face_source == "detector"

@@ -234,3 +234,67 @@ def test_one_training_step_under_cpu_bf16_autocast(config, targets):
     out.loss.float().backward()
     opt.step()
     assert any(not torch.equal(b, p.detach()) for b, p in zip(before, params, strict=True))
+
+
+def mca_by_hand(mca, text: torch.Tensor, vision: torch.Tensor) -> torch.Tensor:
+    """The modal cross-attention block written out: text queries, visual keys and values, per head
+    softmax(Q K^T / sqrt(d)) V, output projection, residual, then a pre-norm GELU FFN with its residual."""
+
+    def ln(norm, x):
+        mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        return (x - mu) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+    attn = mca.attn
+    d, h = attn.embed_dim, attn.num_heads
+    wq, wk, wv = attn.in_proj_weight.split(d)
+    bq, bk, bv = attn.in_proj_bias.split(d)
+    t, v = ln(mca.norm_text, text), ln(mca.norm_vision, vision)
+    q, k, val = t @ wq.T + bq, v @ wk.T + bk, v @ wv.T + bv
+    split = lambda x: x.view(x.shape[0], x.shape[1], h, d // h).transpose(1, 2)  # noqa: E731
+    weights = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(d // h), dim=-1)  # over visual tokens
+    heads = (weights @ split(val)).transpose(1, 2).reshape(text.shape)
+    x = text + heads @ attn.out_proj.weight.T + attn.out_proj.bias
+    lin1, lin2 = mca.ffn[0], mca.ffn[2]
+    hidden = ln(mca.norm_ffn, x) @ lin1.weight.T + lin1.bias
+    gelu = 0.5 * hidden * (1 + torch.erf(hidden / math.sqrt(2)))
+    return x + gelu @ lin2.weight.T + lin2.bias
+
+
+def test_modal_cross_attention_and_itm_loss_by_hand():
+    torch.manual_seed(0)
+    model = tiny("mlper", itm={"hard_negatives": "image", "learnable_level_weights": False}).eval()
+    mca = model.mca["face"]
+    for p in mca.parameters():  # away from the identity-like init, so every term matters
+        torch.nn.init.normal_(p, std=0.3)
+    text, vision = torch.randn(2, 5, 64), torch.randn(2, 9, 64)
+    assert torch.allclose(mca(text, vision), mca_by_hand(mca, text, vision), atol=1e-4)
+    # Keys and values are the vision tokens: text tokens never attend to each other.
+    moved = text.clone()
+    moved[:, 1:] += 10
+    assert torch.allclose(mca(moved, vision)[:, 0], mca(text, vision)[:, 0], atol=1e-5)
+
+    # ITM on crafted features: 2 samples, 7 classes, one level (face) checked by hand.
+    b, c, tokens = 2, 7, 6
+    targets = torch.tensor([2, 5])
+    level_pooled = torch.zeros(b, 3, 64)
+    level_pooled[0, 0, 0] = 1.0  # sample 0's face looks like class 4 (most similar mismatched)
+    level_pooled[1, 0, 1] = 1.0  # sample 1's face looks like class 0
+    class_feats = torch.zeros(c, 64)
+    class_feats[4, 0], class_feats[0, 1] = 1.0, 1.0
+    class_feats[torch.arange(c), 10 + torch.arange(c)] = 0.5  # every class distinct
+    image = {"level_pooled": level_pooled, "level_tokens": torch.randn(b, 3, 9, 64)}
+    text_feats = {}
+    for lv in model.levels:
+        text_feats[f"level.{lv}"] = class_feats
+        text_feats[f"tokens.{lv}"] = torch.randn(c, tokens, 64)
+        text_feats[f"eot.{lv}"] = torch.randint(0, tokens, (c,))
+    per_level = model.itm_losses(image, text_feats, targets)
+    tok, eot, vis = text_feats["tokens.face"], text_feats["eot.face"], image["level_tokens"][:, 0]
+    logit = lambda cls: model.itm_head["face"](  # noqa: E731
+        mca_by_hand(model.mca["face"], tok[cls], vis)[torch.arange(b), eot[cls]]
+    ).squeeze(-1)
+    pos, neg = logit(targets), logit(torch.tensor([4, 0]))
+    bce = lambda x, y: -(y * torch.log(torch.sigmoid(x)) + (1 - y) * torch.log(1 - torch.sigmoid(x)))  # noqa: E731
+    expected = torch.cat([bce(pos, torch.ones(b)), bce(neg, torch.zeros(b))]).mean()
+    assert torch.allclose(per_level[0], expected, atol=1e-4)
+    assert per_level.shape == (3,)

@@ -3,6 +3,7 @@ file, its parameters file, and a robot-side colcon workspace build."""
 
 import ast
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -89,6 +90,33 @@ def test_node_answers_every_frame_with_its_header(e2e):
     # Offline here: detector auto fell back to Haar faces (no keypoints), and said so once at start.
     assert basic["face_sources"] == ["detector"] and basic["keypoint_lengths"] == [0]
     assert e2e["node_log_tail"].count("detector auto:") == 1, e2e["node_log_tail"]
+
+
+def test_emotion_carries_what_the_pipeline_computes(e2e):
+    """Every field of /emotion for a frame, against the pipeline run in-process on the same frame with the
+    same params file: boxes (as RegionOfInterest pixels), flags, face source, scores, label, confidence,
+    valence/arousal, notes; and a latency that is a plausible number of seconds."""
+    got, want = e2e["basic"]["first"], e2e["pipeline"]["persons"]
+    assert len(got) == len(want) >= 1
+    labels = e2e["pipeline"]["labels"]
+    for msg, ref in zip(got, want, strict=True):
+        assert msg["track_id"] == ref["track_id"]  # the first frame of both: the same new track
+        assert msg["labels"] == labels
+        np.testing.assert_allclose(msg["scores"], ref["scores"], atol=1e-5)
+        assert msg["label"] == ref["label"] and msg["confidence"] == pytest.approx(ref["confidence"], abs=1e-5)
+        for box, ref_box in ((msg["face"], ref["face_box"]), (msg["body"], ref["body_box"])):
+            x1, y1 = max(0, int(ref_box[0])), max(0, int(ref_box[1]))
+            x2, y2 = min(640, math.ceil(ref_box[2])), min(480, math.ceil(ref_box[3]))
+            assert box == [x1, y1, x2 - x1, y2 - y1]
+        assert (msg["face_detected"], msg["body_detected"]) == (ref["face_detected"], ref["body_detected"])
+        assert msg["face_source"] == ref["face_source"] and msg["notes"] == ref["notes"]
+        assert msg["body_detected"] is False and msg["notes"] == ["body derived from face (no body detector)"]
+        # valence/arousal: the scores against the label set's mapping, computed here from labels.yaml
+        emotions = load_label_set("basic7").emotions
+        scores = np.array(msg["scores"])
+        assert msg["valence"] == pytest.approx(float(scores @ [e.valence for e in emotions]), abs=1e-5)
+        assert msg["arousal"] == pytest.approx(float(scores @ [e.arousal for e in emotions]), abs=1e-5)
+    assert all(0 < s < 15 for s in e2e["basic"]["latency_s"])
 
 
 def test_keypoints_and_face_source_reach_the_message():

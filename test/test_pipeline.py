@@ -142,3 +142,51 @@ def test_person_priority_prefers_close_faces():
     near = Person(face=np.array([0, 0, 100, 100, 0.9], np.float32), body=np.zeros(5, np.float32))
     far = Person(face=np.array([0, 0, 20, 20, 0.9], np.float32), body=np.zeros(5, np.float32))
     assert near.priority > far.priority
+
+
+def test_default_zero_shot_scores_are_open_clips_own(tmp_path):
+    """The node's default scoring (zero-shot, each level's crop against that level's prompts), checked against
+    open_clip's own encode_image / encode_text and tokenizer on the same random model, with the prompts written
+    out from the YAML files by hand: no Head, TextBank or ImageSide code on this side."""
+    import open_clip
+    import torch
+    import yaml
+
+    from ros_fer.crops import crop_batch
+    from ros_fer.paths import config_dir
+    from ros_fer.runtime import build_runtime
+
+    params = tiny_params(tmp_path)
+    assert params["model"] == "zeroshot"  # the shipped default
+    runtime = build_runtime(params)
+    pipeline = Pipeline(OpenCVDetector(), runtime)
+    rgb = photo("zidane.jpg")
+    faces = np.array([[922, 110, 1070, 258, 0.9], [300, 200, 380, 280, 0.8]], np.float32)
+    persons = associate(Detections(faces=faces), 720, 1280, 8)
+    crops = crop_batch(rgb, persons, runtime.levels, runtime.image_size)
+    probs = pipeline.scores(crops)
+
+    clip = runtime.backend.side.model.clip  # open_clip's CLIP module, its own methods below
+    emotions = yaml.safe_load((config_dir() / "labels.yaml").read_text())["emotions"]
+    prompts = yaml.safe_load((config_dir() / "prompts" / "mlper.yaml").read_text())
+    classes = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]  # basic7
+    tokenizer = open_clip.get_tokenizer("tiny-random")
+    mean = torch.tensor(clip.visual.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(clip.visual.image_std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = 0
+        for j, level in enumerate(("face", "body", "context")):
+            texts = [
+                prompts["level_templates"][level].format(
+                    adjective=emotions[c]["adjective"], **{level: prompts["classes"][c][level]}
+                )
+                for c in classes
+            ]
+            text = clip.encode_text(tokenizer(texts))
+            images = torch.from_numpy(crops.dense()[:, j]).permute(0, 3, 1, 2).float() / 255
+            image = clip.encode_image((images - mean) / std)
+            text, image = text / text.norm(dim=-1, keepdim=True), image / image.norm(dim=-1, keepdim=True)
+            logits = logits + clip.logit_scale.exp() * image @ text.T / 3
+        expected = logits.softmax(dim=-1).numpy()
+    assert probs.shape == (2, 7)
+    np.testing.assert_allclose(probs, expected, atol=1e-4)

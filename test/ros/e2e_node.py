@@ -63,6 +63,41 @@ class Probe(Node):
         return time.monotonic()
 
 
+def person_fields(p) -> dict:
+    box = lambda r: [r.x_offset, r.y_offset, r.width, r.height]  # noqa: E731
+    return {
+        "track_id": p.track_id,
+        "label": p.label,
+        "confidence": float(p.confidence),
+        "labels": list(p.labels),
+        "scores": [float(s) for s in p.scores],
+        "face": box(p.face),
+        "face_detected": bool(p.face_detected),
+        "face_source": p.face_source,
+        "body": box(p.body),
+        "body_detected": bool(p.body_detected),
+        "valence": float(p.valence),
+        "arousal": float(p.arousal),
+        "notes": list(p.notes),
+        "keypoints": [float(v) for v in p.keypoints],
+    }
+
+
+def pipeline_result(frame: np.ndarray, backbone: str) -> dict:
+    from ros_fer.params import load_params
+    from ros_fer.pipeline import Pipeline
+
+    params = load_params(ROOT / "config" / "fer.yaml", {"backbone": backbone, "pretrained": ""})
+    result = Pipeline.from_params(params).process(frame, color="bgr")
+    out = result.to_dict()
+    for person, raw in zip(out["persons"], result.persons, strict=True):  # unrounded, for the comparison
+        person["scores"] = [float(v) for v in raw.scores]
+        person["face_box"] = None if raw.face_box is None else [float(v) for v in raw.face_box]
+        person["body_box"] = [float(v) for v in raw.body_box]
+        person["confidence"], person["valence"], person["arousal"] = raw.confidence, raw.valence, raw.arousal
+    return out
+
+
 def spin_until(node: Node, done, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -124,7 +159,12 @@ def main() -> int:
             "track_ids": [[p.track_id for p in m.persons] for m in answers],
             "face_sources": sorted({p.face_source for m in answers for p in m.persons}),
             "keypoint_lengths": sorted({len(p.keypoints) for m in answers for p in m.persons}),
+            "latency_s": [float(m.latency) for m in answers],
+            # every field of the first answer (a fresh track: its scores are this frame's own) ...
+            "first": [person_fields(p) for p in answers[0].persons] if answers else [],
         }
+        # ... and what the pipeline computes for the same frame in this process, from the same params file
+        report["pipeline"] = pipeline_result(frame, args.backbone)
         # 2. malformed frames in between: the node skips them and keeps answering good ones.
         bad = [
             {**good, "encoding": "yuv422"},

@@ -1,0 +1,87 @@
+"""Tracking and smoothing, worked by hand: per-track exponential smoothing s_t = a s_{t-1} + (1 - a) p_t,
+the label switching only when the new best leads the current label by more than the hysteresis, `unknown`
+below the threshold, results in input order, and a track's state dropped once it is lost for longer than
+the buffer."""
+
+import numpy as np
+import pytest
+
+from ros_fer.tracking import UNKNOWN, UNTRACKED, Tracker
+
+A = np.array([100, 100, 200, 400, 0.9], np.float32)
+B = np.array([400, 100, 500, 400, 0.8], np.float32)
+LABELS = ("a", "b", "c")
+
+
+@pytest.fixture(autouse=True)
+def offline_ultralytics(tmp_path, monkeypatch):
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo"))
+
+
+def test_each_track_is_smoothed_with_its_own_history():
+    tracker = Tracker(LABELS, smoothing=0.25, hysteresis=0.0, unknown_threshold=0.0)
+    pa = [np.array([0.6, 0.3, 0.1]), np.array([0.2, 0.2, 0.6]), np.array([0.0, 1.0, 0.0])]
+    pb = [np.array([0.1, 0.1, 0.8]), np.array([0.5, 0.4, 0.1]), np.array([0.3, 0.3, 0.4])]
+    sa, sb = pa[0], pb[0]
+    for t in range(3):
+        if t:
+            sa, sb = 0.25 * sa + 0.75 * pa[t], 0.25 * sb + 0.75 * pb[t]
+        out = tracker.update(np.stack([A, B]), np.stack([pa[t], pb[t]]))
+        np.testing.assert_allclose(out[0].scores, sa, atol=1e-12)
+        np.testing.assert_allclose(out[1].scores, sb, atol=1e-12)
+        assert out[0].label == LABELS[int(np.argmax(sa))] and out[1].label == LABELS[int(np.argmax(sb))]
+        assert out[0].confidence == pytest.approx(sa.max()) and out[1].confidence == pytest.approx(sb.max())
+    assert (out[0].track_id, out[1].track_id) == (1, 2)
+    # Rows come back in input order, whatever order the people are given in.
+    swapped = tracker.update(np.stack([B, A]), np.stack([pb[2], pa[2]]))
+    assert [s.track_id for s in swapped] == [2, 1]
+    np.testing.assert_allclose(swapped[1].scores, 0.25 * sa + 0.75 * pa[2], atol=1e-12)
+
+
+def test_hysteresis_boundary_and_unknown():
+    tracker = Tracker(LABELS, smoothing=0.0, hysteresis=0.25, unknown_threshold=0.0)
+    box = A[None]
+    assert tracker.update(box, np.array([[0.5, 0.25, 0.25]]))[0].label == "a"
+    # b leads a by exactly the hysteresis (0.625 - 0.375 = 0.25, exact in binary): a stays, with a's score
+    held = tracker.update(box, np.array([[0.375, 0.625, 0.0]]))[0]
+    assert held.label == "a" and held.confidence == 0.375
+    switched = tracker.update(box, np.array([[0.37, 0.63, 0.0]]))[0]  # leads by 0.26: switch
+    assert switched.label == "b" and switched.confidence == 0.63
+    gated = Tracker(LABELS, smoothing=0.0, hysteresis=0.0, unknown_threshold=0.4)
+    unknown = gated.update(box, np.array([[0.35, 0.33, 0.32]]))[0]
+    assert unknown.label == UNKNOWN and unknown.confidence == 0.35  # the best score, shown
+    assert gated.update(box, np.array([[0.4, 0.35, 0.25]]))[0].label == "a"  # at the threshold: kept (>=)
+    # a label held by hysteresis still needs the threshold
+    held_low = Tracker(LABELS, smoothing=0.0, hysteresis=0.25, unknown_threshold=0.4)
+    held_low.update(box, np.array([[0.5, 0.25, 0.25]]))
+    assert held_low.update(box, np.array([[0.375, 0.5, 0.125]]))[0].label == UNKNOWN
+
+
+def test_lost_tracks_are_forgotten_after_the_buffer_and_reset_forgets_all():
+    tracker = Tracker(LABELS, smoothing=0.5, track_buffer=3)
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])
+    tracker.update(np.stack([A, B]), probs)
+    for lost in range(1, 6):
+        tracker.update(B[None], probs[1:])
+        # A was last seen `lost` frames ago: kept while lost <= 3, then dropped
+        assert sorted(tracker.states) == ([1, 2] if lost <= 3 else [2])
+    back = tracker.update(np.stack([B, A]), probs[::-1])
+    assert back[1].track_id == UNTRACKED  # a new person as far as the tracker knows: unsmoothed
+    np.testing.assert_allclose(back[1].scores, probs[0])
+    assert len(tracker.states) <= 3
+    tracker.reset()
+    assert tracker.states == {} and tracker.frame == 0
+    assert tracker.update(A[None], probs[:1])[0].track_id == 1  # ids start again
+
+
+def test_nobody_and_many_short_tracks_stay_bounded():
+    tracker = Tracker(LABELS, track_buffer=2)
+    assert tracker.update(np.zeros((0, 5), np.float32), np.zeros((0, 3))) == []
+    rng = np.random.default_rng(0)
+    for frame in range(60):  # a new person every frame, each seen for 2 frames at a new place
+        x = 50.0 * (frame % 20)
+        y = 500.0 * (frame // 20)
+        box = np.array([[x, y, x + 40, y + 120, 0.9]], np.float32)
+        tracker.update(box, rng.dirichlet(np.ones(3))[None])
+        tracker.update(box, rng.dirichlet(np.ones(3))[None])
+        assert len(tracker.states) <= 2 * (2 + 1)  # at most the tracks seen within the buffer

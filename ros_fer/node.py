@@ -120,7 +120,7 @@ class FerNode(Node):
         self.latencies: deque[float] = deque(maxlen=200)
         self.stage_ms: deque[dict[str, float]] = deque(maxlen=200)
         self.processed: deque[float] = deque(maxlen=200)
-        self.bad_frames = self.errors = 0
+        self.bad_frames = self.errors = self.debug_published = 0
         self.stop = threading.Event()
         self.worker = threading.Thread(target=self._work, name="fer_worker", daemon=True)
         self.worker.start()
@@ -159,6 +159,7 @@ class FerNode(Node):
         self.processed.append(time.monotonic())
         if self.debug_pub is not None and self.debug_pub.get_subscription_count() > 0:
             self.debug_pub.publish(Image(header=msg.header, **bgr_to_fields(draw(bgr, result))))
+            self.debug_published += 1  # drawn only while someone subscribes
         if Expression is not None:
             self._publish_rep155(result, msg.header)
 
@@ -196,6 +197,7 @@ class FerNode(Node):
             "frames_dropped_for_newer": str(self.slot.dropped),
             "frames_malformed": str(self.bad_frames),
             "frames_failed": str(self.errors),
+            "debug_images_published": str(self.debug_published),
             "model": self.pipeline.runtime.description,
         }
         stages = list(self.stage_ms)

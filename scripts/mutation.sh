@@ -4,6 +4,7 @@
 # fast tests that reach it; a mutant the tests let through is a feature no test checks.
 #   bash scripts/mutation.sh            # run (resumes where a stopped run left off), then the score
 #   bash scripts/mutation.sh --score    # the score of the last run only
+#   bash scripts/mutation.sh 'ros_fer.crops.*'   # only these mutants (mutmut's name patterns)
 # mutmut lives in its own venv (.venv-mutation) that sees .venv's packages, so .venv stays exactly the lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ fi
 export HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 OMP_NUM_THREADS=1
 export YOLO_CONFIG_DIR=${YOLO_CONFIG_DIR:-$(mktemp -d)}
 if [ "${1:-}" != "--score" ]; then
-  "$mv/bin/mutmut" run --max-children "${MUTATION_JOBS:-$(nproc)}" || true
+  "$mv/bin/mutmut" run --max-children "${MUTATION_JOBS:-$(getconf _NPROCESSORS_ONLN)}" "$@" || true
 fi
 "$mv/bin/mutmut" results --all true >.mutation-results.txt 2>/dev/null || true
 "$mv/bin/python" - .mutation-results.txt <<'PY'

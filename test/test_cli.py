@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import random_crops, tiny
 
@@ -139,3 +140,64 @@ def test_bench_writes_its_report(tmp_path):
     assert set(r["stages_ms"]) == {"decode", "detect", "crops", "encode", "head", "track", "frame"}
     assert r["persons_found"] == 1 and r["frame_over_model_only"] > 0
     assert set(r["encoder_person_frames_per_s"]) == {"1", "3", "12", "48"} and r["versions"]["torch"]
+
+
+def test_infer_with_an_exported_folder_scores_like_the_model_it_came_from(tmp_path):
+    """`model: <exported folder>` (the runtime's bundle branch) through `ros-fer infer`, on the torch and the
+    onnxruntime backends, against the in-memory model the folder was exported from."""
+    import cv2
+    import numpy as np
+    import ultralytics
+
+    from ros_fer.bundle import export_bundle
+    from ros_fer.crops import associate, crop_batch
+    from ros_fer.detection import OpenCVDetector
+
+    model = tiny("mlper").eval()
+    export_bundle(model, tmp_path / "m", ("fp32",))
+    image = Path(ultralytics.__file__).parent / "assets" / "zidane.jpg"
+    rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
+    persons = associate(OpenCVDetector().detect(rgb), *rgb.shape[:2], 8)
+    crops = torch.from_numpy(crop_batch(rgb, persons, model.levels, model.backbone.image_size).dense())
+    with torch.no_grad():
+        x = crops.permute(0, 1, 4, 2, 3).float() / 255
+        mean = torch.tensor(model.backbone.mean).view(1, 1, 3, 1, 1)
+        std = torch.tensor(model.backbone.std).view(1, 1, 3, 1, 1)
+        expected = model((x - mean) / std).logits.softmax(-1).numpy()  # the model's own forward
+    for backend in ("torch", "onnxruntime"):
+        res = run(
+            "infer",
+            str(image),
+            "--set",
+            f"model={tmp_path / 'm'}",
+            "--set",
+            f"backend={backend}",
+            XDG_CACHE_HOME=str(tmp_path / "cache"),
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        persons_out = json.loads(res.stdout.splitlines()[0])["persons"]
+        assert len(persons_out) == len(persons) >= 1
+        scores = np.array([p["scores"] for p in persons_out])
+        np.testing.assert_allclose(scores, expected, atol=2e-4)  # the JSON rounds to 4 decimals
+
+
+def test_text_bank_cache_is_reused_at_the_second_start(tmp_path, monkeypatch):
+    import ros_fer.runtime as runtime_module
+    from ros_fer.params import load_params
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    params = load_params(None, {"backbone": "tiny-random", "pretrained": ""})
+    first = runtime_module.build_runtime(params)
+    banks = list((tmp_path / "cache" / "ros_fer" / "text_banks").glob("*.safetensors"))
+    assert len(banks) == 1
+    stamp = banks[0].stat().st_mtime_ns
+
+    def rebuilt(_model):
+        raise AssertionError("the text bank was rebuilt instead of read from the cache")
+
+    monkeypatch.setattr(runtime_module, "build_text_bank", rebuilt)
+    second = runtime_module.build_runtime(params)
+    assert banks[0].stat().st_mtime_ns == stamp
+    assert set(second.text) == set(first.text) and all(torch.equal(second.text[k], first.text[k]) for k in first.text)
+    with pytest.raises(AssertionError, match="rebuilt"):  # another label set: another bank, built anew
+        runtime_module.build_runtime({**params, "labels": "rafdb"})

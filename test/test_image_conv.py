@@ -66,3 +66,103 @@ def test_malformed_compressed_images():
         compressed_to_bgr(CompressedImage(format="jpeg", data=b""))
     with pytest.raises(ImageError, match="cannot decode"):
         compressed_to_bgr(CompressedImage(format="jpeg", data=b"\xff\xd8not really a jpeg"))
+
+
+# ---- byte-level checks against hand-written buffers (not the package's own encoder) -----------------
+
+PIXELS = np.array([[[10, 20, 30], [40, 50, 60], [70, 80, 90]], [[1, 2, 3], [4, 5, 6], [7, 8, 9]]], np.uint8)  # BGR
+
+
+def hand_fields(encoding: str, padding: int = 0) -> dict:
+    """The bytes a camera driver would send for PIXELS (2 x 3) in `encoding`, written out by hand."""
+    b, g, r = PIXELS[..., 0].astype(int), PIXELS[..., 1].astype(int), PIXELS[..., 2].astype(int)
+    per_pixel = {
+        "bgr8": lambda i, j: [b[i, j], g[i, j], r[i, j]],
+        "rgb8": lambda i, j: [r[i, j], g[i, j], b[i, j]],
+        "bgra8": lambda i, j: [b[i, j], g[i, j], r[i, j], 255],
+        "rgba8": lambda i, j: [r[i, j], g[i, j], b[i, j], 255],
+        "mono8": lambda i, j: [g[i, j]],
+    }[encoding]
+    rows = [sum((per_pixel(i, j) for j in range(3)), []) + [0xEE] * padding for i in range(2)]
+    return {"height": 2, "width": 3, "encoding": encoding, "step": len(rows[0]), "data": bytes(sum(rows, []))}
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgb8", "bgra8", "rgba8", "mono8"])
+@pytest.mark.parametrize("container", [bytes, bytearray, list, np.array])
+def test_driver_bytes_decode_to_the_right_pixels(encoding, container):
+    fields = hand_fields(encoding, padding=5)  # padded rows: the padding bytes (0xEE) must never show
+    data = fields["data"]
+    fields["data"] = np.frombuffer(data, np.uint8).copy() if container is np.array else container(data)
+    if container is list:  # rclpy hands uint8[] fields over as array('B'); a list is what users write
+        import array
+
+        fields["data"] = array.array("B", data)
+    out = image_to_bgr(Image(**fields))
+    expected = PIXELS if encoding != "mono8" else np.repeat(PIXELS[..., 1:2], 3, axis=2)
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 3)
+    assert out.tolist() == expected.tolist()
+    # upper-case encodings, as some drivers send them
+    assert image_to_bgr(Image(**{**hand_fields(encoding), "encoding": encoding.upper()})).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgb8", "bgra8", "rgba8", "mono8"])
+def test_fields_are_the_bytes_a_driver_sends(encoding):
+    grey = PIXELS.copy()
+    grey[:] = PIXELS[..., 1:2]  # equal channels: mono8's grey is exact
+    source = PIXELS if encoding != "mono8" else grey
+    fields = bgr_to_fields(source, encoding, row_padding=2)
+    want = hand_fields(encoding, padding=0)
+    per_row = len(want["data"]) // 2
+    assert fields["height"] == 2 and fields["width"] == 3 and fields["encoding"] == encoding
+    assert fields["is_bigendian"] == 0 and fields["step"] == per_row + 2
+    rows = [fields["data"][i * (per_row + 2) : (i + 1) * (per_row + 2)] for i in range(2)]
+    assert [r[:per_row] for r in rows] == [want["data"][:per_row], want["data"][per_row:]]
+    assert all(r[per_row:] == b"\x00\x00" for r in rows)
+    with pytest.raises(ImageError, match="unsupported encoding 'yuv422'"):
+        bgr_to_fields(PIXELS, "yuv422")
+
+
+def test_error_messages_name_the_numbers():
+    base = hand_fields("rgb8")
+    cases = [
+        ({"encoding": "yuv422"}, "unsupported encoding 'yuv422'; supported: bgr8, rgb8, mono8, bgra8, rgba8"),
+        ({"width": 0}, "zero-size image (0x2)"),
+        ({"height": 0}, "zero-size image (3x0)"),
+        ({"width": 8193, "step": 8193 * 3}, "image of 8193x2 is larger than 8192 pixels a side"),
+        ({"height": 8193}, "image of 3x8193 is larger than 8192 pixels a side"),
+        ({"step": 8}, "step 8 is shorter than width x channels = 9"),
+        ({"data": bytes(17)}, "data is 17 bytes, height x step = 18"),
+    ]
+    for change, message in cases:
+        with pytest.raises(ImageError) as info:
+            image_to_bgr(Image(**{**base, **change}))
+        assert str(info.value) == message
+    image_to_bgr(Image(**{**base, "step": 9}))  # exactly width x channels: fine
+
+
+def test_compressed_limits_and_formats():
+    tall = np.zeros((8193, 1, 3), np.uint8)
+    png = cv2.imencode(".png", tall)[1].tobytes()
+    with pytest.raises(ImageError) as info:
+        compressed_to_bgr(CompressedImage(format="png", data=png))
+    assert str(info.value) == "image of 1x8193 is larger than 8192 pixels a side"
+    wide = cv2.imencode(".png", np.zeros((1, 8193, 3), np.uint8))[1].tobytes()
+    with pytest.raises(ImageError, match="image of 8193x1 is larger"):
+        compressed_to_bgr(CompressedImage(format="png", data=wide))
+    edge = cv2.imencode(".png", np.zeros((8192, 1, 3), np.uint8))[1].tobytes()
+    assert compressed_to_bgr(CompressedImage(format="png", data=edge)).shape == (8192, 1, 3)
+    with pytest.raises(ImageError) as info:
+        compressed_to_bgr(CompressedImage(format="jpeg", data=bytes((64 << 20) + 1)))
+    assert str(info.value) == f"compressed image of {(64 << 20) + 1} bytes is larger than {64 << 20}"
+    with pytest.raises(ImageError) as info:
+        compressed_to_bgr(CompressedImage(format="jpeg", data=b"\x00\x01"))
+    assert str(info.value) == "cannot decode compressed image (format 'jpeg')"
+    grey = compressed_to_bgr(CompressedImage(format="png", data=cv2.imencode(".png", PIXELS[..., 1])[1].tobytes()))
+    assert grey.shape == (2, 3, 3) and grey.tolist() == np.repeat(PIXELS[..., 1:2], 3, axis=2).tolist()
+    # encoding: the format named, JPEG quality honoured, PNG lossless
+    photo = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg"))[:200, :200]
+    low, high = bgr_to_compressed(photo, "jpeg", quality=10), bgr_to_compressed(photo, "jpg", quality=95)
+    assert low["format"] == "jpeg" and high["format"] == "jpg" and low["data"][:2] == b"\xff\xd8"
+    assert len(low["data"]) < len(high["data"]) / 2
+    assert np.array_equal(cv2.imdecode(np.frombuffer(bgr_to_compressed(photo, "png")["data"], np.uint8), 1), photo)
+    assert cv2.imdecode(np.frombuffer(high["data"], np.uint8), 1).shape == photo.shape

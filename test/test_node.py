@@ -55,26 +55,103 @@ def test_launch_file():
     assert remap[0].value == "image" and remap[1].args[0].value == "image_topic"
 
 
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory):
+def require_loopback() -> None:
     if not can_isolate_network():
         why = "cannot create a loopback-only network namespace here (needs root); no DDS test runs outside one"
         if os.environ.get("CI") == "true":  # CI must never pass with no node test run
             pytest.fail(f"CI=true: {why}")
         pytest.skip(why)
-    out = tmp_path_factory.mktemp("e2e") / "report.json"
-    cmd = [
-        "bash",
-        str(ROOT / "scripts" / "loopback.sh"),
-        sys.executable,
-        str(ROOT / "test" / "ros" / "e2e_node.py"),
-        "--json",
-        str(out),
-    ]
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("cache"))}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    require_loopback()
+    tmp = tmp_path_factory.mktemp("e2e")
+    return run_loopback([], tmp / "cache", tmp / "report.json")
+
+
+def run_loopback(script_args: list[str], cache: Path, out: Path, **env_extra: str) -> dict:
+    cmd = ["bash", str(ROOT / "scripts" / "loopback.sh"), sys.executable, str(ROOT / "test" / "ros" / "e2e_node.py")]
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), **env_extra}
+    res = subprocess.run([*cmd, *script_args, "--json", str(out)], capture_output=True, text=True, timeout=400, env=env)
     assert res.returncode == 0 and out.is_file(), res.stdout[-3000:] + res.stderr[-3000:]
     return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def bundle_run(tmp_path_factory):
+    """The node on an exported folder (written by `ros-fer export` at two precisions, as a user would),
+    fed compressed frames at 20 Hz with max_rate 2."""
+    require_loopback()
+    tmp = tmp_path_factory.mktemp("bundle")
+    cmd = [str(VENV_BIN / "ros-fer"), "export", "--method", "mlper", "--backbone", "tiny-random", "--labels"]
+    cmd += ["rafdb", "--precision", "fp32,int8", "--out", str(tmp / "model")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    files = set(json.loads(res.stdout)["files"])
+    assert {"image_side.fp32.onnx", "image_side.int8.onnx", "image_side.int8.parity.safetensors"} <= files
+    # hri_msgs is on no registry: build the REP-155 message package from its definition into a prefix
+    prefix = tmp / "hri"
+    build = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build_msgs.sh"), str(ROOT / "test" / "ros" / "hri_msgs"), str(prefix)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    site = prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    paths = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+        "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(prefix / "lib"), os.environ.get("LD_LIBRARY_PATH")])),
+        "AMENT_PREFIX_PATH": os.pathsep.join(filter(None, [str(prefix), os.environ.get("AMENT_PREFIX_PATH")])),
+    }
+    return run_loopback(["--bundle", str(tmp / "model")], tmp / "cache", tmp / "report.json", **paths)
+
+
+def test_node_runs_an_exported_folder_on_compressed_frames_at_its_rate_cap(bundle_run):
+    run = bundle_run
+    assert run["discovered"] and run["alive_at_end"] and run["node_exit"] == 0, run["node_log_tail"]
+    assert "mlper bundle" in run["node_log_head"]
+    got, want = run["first"], run["pipeline"]["persons"]
+    assert len(got) == len(want) >= 1
+    assert got[0]["labels"] == list(load_label_set("rafdb").classes) == run["pipeline"]["labels"]
+    for msg, ref in zip(got, want, strict=True):
+        np.testing.assert_allclose(msg["scores"], ref["scores"], atol=1e-5)
+    rate = run["rate"]
+    assert rate["sent"] >= 60  # 20 Hz for 4 s
+    assert 3 <= rate["answered"] <= 2.0 * rate["seconds"] + 2, rate  # max_rate 2 Hz holds
+
+
+def test_rep155_expressions_follow_the_emotion_messages(bundle_run):
+    """With hri_msgs importable, each tracked face's expression goes to /humans/faces/fer<id>/expression:
+    the REP-155 name of the smoothed label (none for unknown), its valence, arousal and confidence."""
+    import yaml
+
+    assert bundle_run["hri_msgs"]
+    expressions = bundle_run["rep155"]
+    assert expressions, bundle_run["node_log_tail"]
+    emotions = yaml.safe_load((ROOT / "config" / "labels.yaml").read_text())["emotions"]
+    rafdb = load_label_set("rafdb")
+    rep155 = {c: emotions[e.key]["rep155"] for c, e in zip(rafdb.classes, rafdb.emotions, strict=True)}
+    by_stamp = bundle_run["emotion_by_stamp"]
+    checked = 0
+    for e in expressions:
+        people = [p for p in by_stamp.get(str(e["stamp"]), []) if p["track_id"] == 1]
+        if not people:
+            continue  # the /emotion message of that frame was not kept by this probe
+        p = people[0]
+        assert e["expression"] == rep155.get(p["label"], "")
+        assert (e["valence"], e["arousal"], e["confidence"]) == pytest.approx(
+            (p["valence"], p["arousal"], p["confidence"]), abs=1e-6
+        )
+        checked += 1
+    assert checked >= 3
+
+
+def test_debug_image_is_drawn_only_while_someone_subscribes(bundle_run):
+    assert bundle_run["debug_before"] == "0"
+    after = bundle_run["debug_after"]
+    assert after["received"] >= 1 and int(after["published"]) >= after["received"]
 
 
 def test_node_answers_every_frame_with_its_header(e2e):
@@ -158,6 +235,8 @@ def test_debug_image_diagnostics_and_clean_shutdown(e2e):
     assert e2e["debug_images"] >= 1
     assert float(e2e["diagnostics"]["rate_hz"]) > 0 and "model_median_ms" in e2e["diagnostics"]
     assert e2e["alive_at_end"] and e2e["node_exit"] == 0
+    # device auto and precision auto on a machine without a GPU: torch fp32 on the CPU
+    assert "backend torch fp32 on cpu" in e2e["node_log_head"], e2e["node_log_head"]
 
 
 def test_colcon_workspace_build(tmp_path):

@@ -190,3 +190,54 @@ def test_default_zero_shot_scores_are_open_clips_own(tmp_path):
         expected = logits.softmax(dim=-1).numpy()
     assert probs.shape == (2, 7)
     np.testing.assert_allclose(probs, expected, atol=1e-4)
+
+
+def test_json_of_a_frame_written_out_by_hand():
+    """What `ros-fer infer` prints per frame: every key, its rounding, and None for what is absent."""
+    import json
+
+    from conftest import person_result
+
+    from ros_fer.pipeline import FrameResult
+
+    kp = np.zeros((17, 3), np.float32)
+    kp[0] = [12.345, 67.891, 0.98765]
+    full = person_result(
+        track_id=4,
+        label="sad",
+        confidence=0.123456,
+        scores=np.array([0.654321, 0.345679]),
+        face_box=np.array([1.26, 2.34, 3.35, 4.44]),
+        body_box=np.array([0.04, 10.96, 100.55, 200.0]),
+        face_detected=False,
+        body_detected=False,
+        notes=["body derived from face"],
+        valence=-0.123456,
+        arousal=0.5,
+        keypoints=kp,
+        face_source="keypoints",
+    )
+    bare = person_result(face_box=None, face_source="estimated")  # no face, no pose, no valence/arousal
+    frame = FrameResult([full, bare], ("sad", "happy"), 640, 480, {"detect": 1.23456, "total": 10.0})
+    out = json.loads(json.dumps(frame.to_dict()))
+    assert out["width"] == 640 and out["height"] == 480 and out["labels"] == ["sad", "happy"]
+    assert out["timings_ms"] == {"detect": 1.23, "total": 10.0}
+    assert out["persons"][0] == {
+        "track_id": 4,
+        "label": "sad",
+        "confidence": 0.1235,
+        "scores": [0.6543, 0.3457],
+        "face_box": [1.3, 2.3, 3.4, 4.4],
+        "body_box": [0.0, 11.0, 100.5, 200.0],
+        "face_detected": False,
+        "face_source": "keypoints",
+        "body_detected": False,
+        "keypoints": [[12.3, 67.9, 0.988]] + [[0.0, 0.0, 0.0]] * 16,
+        "notes": ["body derived from face"],
+        "valence": -0.1235,
+        "arousal": 0.5,
+    }
+    second = out["persons"][1]
+    assert second["face_box"] is None and second["keypoints"] is None and second["face_source"] == "estimated"
+    assert second["valence"] is None and second["arousal"] is None  # NaN: no mapping
+    assert second["scores"] == [0.2, 0.8] and second["confidence"] == 0.8 and second["track_id"] == 1

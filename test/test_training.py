@@ -99,9 +99,23 @@ def test_level_ablation_runs_every_subset(synthetic, tmp_path):
 
 
 def test_tiny_mlper_learns_far_above_chance(synthetic, tmp_path):
-    cfg = load_train_config("synthetic_mlper_tiny", quiet(["train.epochs=10", "train.batch_size=16"], synthetic))
+    over = quiet(["train.epochs=10", "train.batch_size=16"], synthetic)[:-1] + ["train.tensorboard=true"]
+    cfg = load_train_config("synthetic_mlper_tiny", over)
     result = Trainer(cfg, tmp_path / "run", log=lambda *_: None).fit()
     assert result["best_acc"] > 2.5 / 7  # chance is 1/7
+    # best.safetensors is the epoch with the highest validation accuracy (the first, on ties) ...
+    with open(tmp_path / "run" / "val.csv") as fh:
+        val = [float(r["val_acc"]) for r in csv.DictReader(fh)]
+    assert len(val) == 10 and result["best_acc"] == max(val) and result["best_epoch"] == val.index(max(val))
+    best_val = evaluate(str(tmp_path / "run" / "best.safetensors"), cfg, tmp_path / "eval_val", split="val")
+    assert best_val["all"]["accuracy"] == pytest.approx(max(val))  # ... and scores that on the val split again
+    # TensorBoard holds the same scalars as the CSV log
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"loss", "loss/cls", "loss/itm", "lr", "val_acc"} <= set(events.Tags()["scalars"])
+    assert [round(e.value, 5) for e in events.Scalars("val_acc")] == [round(v, 5) for v in val]
     ev = evaluate(str(tmp_path / "run" / "best.safetensors"), cfg, tmp_path / "eval")
     assert ev["all"]["accuracy"] > 2.5 / 7 and ev["all"]["n"] == 140
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
@@ -221,3 +235,51 @@ def test_two_process_ddp_equals_one_process(synthetic, tmp_path):
     assert worst < 1e-4, worst
     step = max(float((w1[k] - start[k]).abs().max()) for k in moved)
     assert step > 100 * worst  # the runs agree far more closely than training moved them
+
+
+def test_balanced_sampling_draws_classes_evenly():
+    from collections import Counter
+
+    from training.engine import EpochSampler
+
+    labels = [0] * 900 + [1] * 90 + [2] * 10  # AffectNet-like imbalance
+    plain = Counter(labels[i] for i in EpochSampler(labels, 50, seed=3))
+    balanced = Counter(labels[i] for i in EpochSampler(labels, 50, seed=3, balanced=True))
+    assert sum(plain.values()) == sum(balanced.values()) == 1000
+    assert plain == Counter(labels)  # a permutation: every image once
+    assert all(abs(balanced[c] - 1000 / 3) < 60 for c in range(3)), balanced  # each class ~1/3
+    # two ranks split one epoch without overlap
+    a, b = (list(EpochSampler(labels, 50, rank=r, world=2, seed=3)) for r in (0, 1))
+    assert len(a) == len(b) == 500 and not set(a) & set(b)
+
+
+def test_augmentation_mirrors_people_and_changes_what_it_says(synthetic):
+    from ros_fer.labels import load_label_set
+    from training.datasets.adapters import load_split
+    from training.datasets.multilevel import MultiLevelCrops, fill_boxes
+
+    cfg = load_train_config("synthetic_mlper_tiny", quiet([], synthetic))
+    split = load_split(cfg["data"], "train", load_label_set("basic7"))
+    fill_boxes(split, Path(cfg["data"]["root"]))
+    samples = split.samples[:24]
+    args = (samples, ("face", "body", "context"), 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    plain = MultiLevelCrops(*args)
+    flipped = MultiLevelCrops(*args, augment={"hflip": True}, seed=0)
+    mirrored = same = 0
+    for i in range(len(samples)):
+        x, y = plain[i]
+        fx, fy = flipped[i]
+        assert y == fy
+        if torch.equal(fx, x):
+            same += 1
+        else:  # a mirrored image with mirrored boxes: the mirrored crops (to OpenCV's 1/32-pixel sampling grid)
+            level = 1 / (0.25 * 255)  # one grey level after normalisation
+            assert (fx - x.flip(-1)).abs().max() <= 8 * level and (fx - x.flip(-1)).abs().mean() <= 0.2 * level
+            assert (fx - x).abs().mean() > level  # not simply the same crops
+            mirrored += 1
+    assert mirrored and same  # about half each
+    jitter = MultiLevelCrops(*args, augment={"color_jitter": 0.4}, seed=0)
+    assert not torch.allclose(jitter[0][0], plain[0][0])
+    erase = MultiLevelCrops(*args, augment={"random_erasing": 1.0}, seed=0)
+    changed = (erase[0][0] != plain[0][0]).flatten(1).any(1)
+    assert changed.all()  # every level's crop got a rectangle of noise

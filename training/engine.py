@@ -188,10 +188,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
 
     # -- logging ----------------------------------------------------------------------------
-    def _log_row(self, row: dict) -> None:
+    def _log_row(self, row: dict, name: str = "log.csv") -> None:
+        """One row of a CSV log (log.csv: a training step; val.csv: an epoch's validation), same scalars to
+        TensorBoard. Each file keeps the columns of its first row."""
         if self.rank != 0:
             return
-        path = self.out / "log.csv"
+        path = self.out / name
         new = not path.is_file()
         with open(path, "a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(row))
@@ -291,7 +293,7 @@ class Trainer:
             self.scheduler.step()
             acc = self.validate() if self.rank == 0 else 0.0
             if self.rank == 0:
-                self._log_row({"global_step": self.state["global_step"], "epoch": epoch, "val_acc": acc})
+                self._log_row({"global_step": self.state["global_step"], "epoch": epoch, "val_acc": acc}, "val.csv")
                 self.log(f"epoch {epoch + 1}/{epochs}: val accuracy {acc:.4f}")
             if acc > self.state["best_acc"] and self.rank == 0:
                 self.state["best_acc"], self.state["best_epoch"] = acc, epoch

@@ -114,3 +114,46 @@ def test_boxes_are_detected_once_and_cached(tmp_path):
     assert fill_boxes(again, tmp_path) == {"annotated": 0, "cached": 1, "detected": 0, "no face": 0}
     crops, label = MultiLevelCrops(again.samples, ("face", "body", "context"), 64, (0.5,) * 3, (0.5,) * 3)[0]
     assert tuple(crops.shape) == (3, 3, 64, 64) and label == labels.index("happiness")
+
+
+def test_rafdb_original_images(tmp_path):
+    """`images: original` (what the shipped MLPER configs read): Image/original/<name>, not the aligned faces."""
+    (tmp_path / "EmoLabel").mkdir()
+    lines = ["train_00001.jpg 1", "train_00002.jpg 2", "test_00001.jpg 5"]
+    (tmp_path / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    for line in lines:
+        image(tmp_path / "Image" / "original" / line.split()[0])
+    cfg = {"dataset": "rafdb", "root": str(tmp_path), "labels": "rafdb", "images": "original"}
+    test = load_split(cfg, "test", load_label_set("rafdb"))
+    assert [s.path for s in test.samples] == [tmp_path / "Image" / "original" / "test_00001.jpg"]
+    assert load_label_set("rafdb").classes[test.samples[0].label] == "sadness"  # RAF-DB label 5
+    with pytest.raises(DataError, match="aligned"):  # the aligned folder is absent: named, not skipped
+        load_split({**cfg, "images": "aligned"}, "test", load_label_set("rafdb"))
+
+
+def test_fedro_and_cross_dataset_evaluation_with_an_occlusion_subset(tmp_path):
+    """FED-RO's class folders, evaluated by a model of another label set: unknown classes are counted and left
+    out, the rest re-indexed into the model's order; the occlusion list picks its subset."""
+    from training.config import load_train_config
+    from training.evaluate import evaluate
+
+    for cls, n in (("Happy", 4), ("Sad", 3), ("Contempt", 2)):
+        for i in range(n):
+            image(tmp_path / "fedro" / "test" / cls / f"{cls}{i}.jpg")
+    fedro = {"dataset": "fedro", "root": str(tmp_path / "fedro"), "labels": "affectnet8"}
+    split = load_split(fedro, "test", load_label_set("affectnet8"))
+    assert len(split.samples) == 9
+    (tmp_path / "fedro" / "occluded.txt").write_text("Happy0.jpg\nSad2.jpg\n")
+    cfg = load_train_config(
+        "synthetic_mlper_tiny", [f"data.root={tmp_path}", "train.progress=false", "train.tensorboard=false"]
+    )
+    result = evaluate(None, cfg, tmp_path / "eval", data={**fedro, "occlusion": "occluded.txt"})
+    assert result["dataset"] == "fedro" and result["labels"] == list(load_label_set("basic7").classes)
+    assert result["unmapped_classes"] == 2 and result["all"]["n"] == 7  # contempt is not in basic7
+    occluded = result["subsets"]["occlusion"]
+    assert occluded["n"] == 2 and sum(map(sum, occluded["confusion"])) == 2
+    happy, sad = result["labels"].index("happiness"), result["labels"].index("sadness")
+    rows = result["all"]["confusion"]
+    assert sum(rows[happy]) == 4 and sum(rows[sad]) == 3 and sum(map(sum, rows)) == 7  # rows: true classes
+    with pytest.raises(Exception, match="no list file"):
+        evaluate(None, cfg, tmp_path / "eval2", data={**fedro, "occlusion": "missing.txt"})

@@ -283,3 +283,31 @@ def test_augmentation_mirrors_people_and_changes_what_it_says(synthetic):
     erase = MultiLevelCrops(*args, augment={"random_erasing": 1.0}, seed=0)
     changed = (erase[0][0] != plain[0][0]).flatten(1).any(1)
     assert changed.all()  # every level's crop got a rectangle of noise
+
+
+def test_each_level_gets_its_own_crop(synthetic):
+    """What reaches the model per level: the face, body and context crops of the sample's boxes, in the
+    requested order, and only those (the level ablation trains on subsets of them)."""
+    import numpy as np
+
+    from ros_fer.crops import BODY_MARGIN, FACE_MARGIN, context_crop, crop_square, square
+    from ros_fer.labels import load_label_set
+    from training.datasets.adapters import load_split
+    from training.datasets.multilevel import MultiLevelCrops, fill_boxes, read_rgb
+
+    cfg = load_train_config("synthetic_mlper_tiny", quiet([], synthetic))
+    split = load_split(cfg["data"], "train", load_label_set("basic7"))
+    fill_boxes(split, Path(cfg["data"]["root"]))
+    s = split.samples[0]
+    assert s.face is not None and s.body is not None
+    rgb = read_rgb(s.path)
+    by_hand = {
+        "face": crop_square(rgb, square(np.array([*s.face, 1.0]), FACE_MARGIN), 32),
+        "body": crop_square(rgb, square(np.array([*s.body, 1.0]), BODY_MARGIN), 32),
+        "context": context_crop(rgb, 32),
+    }
+    for levels in (("face", "body", "context"), ("context", "face"), ("body",)):
+        x, _ = MultiLevelCrops([s], levels, 32, (0, 0, 0), (1 / 255, 1 / 255, 1 / 255))[0]
+        assert x.shape == (len(levels), 3, 32, 32)
+        for i, level in enumerate(levels):
+            assert torch.equal(x[i].permute(1, 2, 0), torch.from_numpy(by_hand[level]).float()), level

@@ -253,3 +253,25 @@ def test_faces_without_a_body_detector_say_so():
     face = np.array([[100, 100, 140, 140, 0.9]], np.float32)
     alone = associate(Detections(faces=face, bodies_detected=False), 1000, 1000, 8)[0]
     assert alone.notes == ["body derived from face (no body detector)"] and alone.face_source == "detector"
+
+
+def test_edge_cases_of_the_geometry():
+    from ros_fer.crops import estimate_face
+
+    # a body whose height term binds, away from the top of the frame: side min(0.5 * 400, 0.2 * 200) = 40
+    np.testing.assert_allclose(estimate_face(np.array([0, 100, 400, 300, 1], np.float32)), [180, 104, 220, 144, 1])
+    # portrait frames are letterboxed left and right, landscape ones top and bottom
+    np.testing.assert_allclose(letterbox_box(1000, 600), [-200, 0, 800, 1000])
+    np.testing.assert_allclose(letterbox_box(600, 1000), [0, -200, 1000, 800])
+    # the shared context box may come first: every later level still gets its own box
+    person = Person(face=np.array([100, 100, 140, 150, 0.9], np.float32), body=np.array([60, 80, 200, 500, 0.8]))
+    boxes, index = crop_boxes([person, person], ("context", "face", "body"), 600, 1000)
+    assert index.tolist() == [[0, 1, 2], [0, 3, 4]] and len(boxes) == 5
+    # nobody: empty batches of the right dtype and shape, on both cutters
+    empty = crop_batch(np.zeros((10, 10, 3), np.uint8), [], ("face", "context"), 8)
+    assert empty.images.shape == (0, 8, 8, 3) and empty.images.dtype == np.uint8 and empty.index.shape == (0, 2)
+    on_device = crop_tensor(torch.zeros((10, 10, 3), dtype=torch.uint8), np.zeros((0, 4), np.float32), 8)
+    assert on_device.dtype == torch.uint8 and tuple(on_device.shape) == (0, 8, 8, 3)
+    # a sub-pixel box is a flat patch of the colour at that place, not an error
+    tiny_box = crop_square(ramp(), np.array([50.25, 10, 50.75, 10.5], np.float32), 4)
+    assert tiny_box.shape == (4, 4, 3) and abs(int(tiny_box[..., 0].mean()) - 50) <= 1

@@ -149,3 +149,13 @@ def test_prompt_longer_than_the_text_encoder_is_an_error(tmp_path):
 def test_levels_are_validated():
     with pytest.raises(ConfigError, match="levels must be a non-empty subset"):
         tiny("mlper", levels=["face", "hands"])
+
+
+def test_unknown_label_names_the_set_and_its_classes():
+    from ros_fer.labels import load_label_set
+
+    labels = load_label_set("basic7")
+    assert labels.index("neutral") == 6
+    with pytest.raises(ConfigError) as info:
+        labels.index("bored")
+    assert str(info.value) == f"label 'bored' is not in label set 'basic7' {list(labels.classes)}"

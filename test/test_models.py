@@ -298,3 +298,25 @@ def test_modal_cross_attention_and_itm_loss_by_hand():
     expected = torch.cat([bce(pos, torch.ones(b)), bce(neg, torch.zeros(b))]).mean()
     assert torch.allclose(per_level[0], expected, atol=1e-4)
     assert per_level.shape == (3,)
+
+
+def test_global_local_logits_normalise_each_vector_by_hand():
+    """Non-unit vectors, 2 images, 3 patches, 3 classes, top-2: each cosine written out."""
+
+    def cos(a, b):
+        return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+    g = [[3.0, 4.0], [0.0, 2.0]]
+    patches = [[[1.0, 0.0], [0.0, 5.0], [-2.0, 2.0]], [[2.0, 2.0], [1.0, -1.0], [0.0, -3.0]]]
+    text = [[2.0, 0.0], [1.0, 1.0], [0.0, -4.0]]
+    expected = [
+        [cos(g[b], t) + sum(sorted((cos(p, t) for p in patches[b]), reverse=True)[:2]) / 2 for t in text]
+        for b in range(2)
+    ]
+    logits = global_local_logits(torch.tensor(g), torch.tensor(patches), torch.tensor(text), top_k=2)
+    assert torch.allclose(logits, torch.tensor(expected), atol=1e-6)
+    # top_k larger than the number of patches: all of them
+    all_patches = [[cos(g[b], t) + sum(cos(p, t) for p in patches[b]) / 3 for t in text] for b in range(2)]
+    assert torch.allclose(
+        global_local_logits(torch.tensor(g), torch.tensor(patches), torch.tensor(text), 10), torch.tensor(all_patches)
+    )

@@ -123,3 +123,35 @@ def test_unreadable_banks(tmp_path):
     ckpt = save_model(tiny("mpa-fer"), tmp_path / "ckpt.safetensors")
     with pytest.raises(BankMismatchError, match="is not a ros_fer text bank"):
         TextBank.load(ckpt)
+
+
+def test_mismatch_messages_in_full(tmp_path):
+    """The whole message a user reads: which file, which model, every problem, and what to do."""
+    from safetensors.torch import save_file
+
+    from ros_fer.text_bank import BANK_FORMAT
+
+    model = tiny("zeroshot")
+    path = tmp_path / "bank.safetensors"
+    bank = build_text_bank(model)
+    bank.save(path)
+    loaded = TextBank.load(path)
+    assert loaded.meta["path"] == str(path)
+    ident = {**model.identity(), "embed_dim": 32}
+    with pytest.raises(BankMismatchError) as info:
+        loaded.check_identity(ident, ("classes", "level.gaze"))
+    assert str(info.value) == (
+        f"text bank {path} does not belong to this model ({ident['method']} on {ident['backbone']}): "
+        "embedding size: bank has 64, model has 32; tensor 'classes' is [7, 64], want [7, 32]; "
+        f"missing tensor 'level.gaze' (has {sorted(loaded.tensors)})"
+        ". Rebuild it with `ros-fer precompute-text` for this model."
+    )
+    in_memory = TextBank(tensors=bank.tensors, meta={k: v for k, v in bank.meta.items() if k != "path"})
+    with pytest.raises(BankMismatchError, match=r"^text bank text bank does not belong"):
+        in_memory.check_identity(ident, ("classes",))
+    save_file({"classes": torch.zeros(7, 64)}, str(tmp_path / "other.safetensors"), metadata={"format": "other/1"})
+    with pytest.raises(BankMismatchError) as info:
+        TextBank.load(tmp_path / "other.safetensors")
+    assert str(info.value) == (
+        f"{tmp_path / 'other.safetensors'} is not a ros_fer text bank (format 'other/1', want {BANK_FORMAT})"
+    )

@@ -85,3 +85,24 @@ def test_nobody_and_many_short_tracks_stay_bounded():
         tracker.update(box, rng.dirichlet(np.ones(3))[None])
         tracker.update(box, rng.dirichlet(np.ones(3))[None])
         assert len(tracker.states) <= 2 * (2 + 1)  # at most the tracks seen within the buffer
+
+
+def test_defaults_are_the_documented_parameters_and_bytetrack_recovers_low_scores():
+    from ros_fer.params import DEFAULTS
+
+    tracker = Tracker(LABELS)
+    assert (tracker.alpha, tracker.hysteresis, tracker.threshold, tracker.buffer) == (
+        DEFAULTS["smoothing"],
+        DEFAULTS["hysteresis"],
+        DEFAULTS["unknown_threshold"],
+        DEFAULTS["track_buffer"],
+    )
+    probs = np.array([[0.8, 0.1, 0.1]])
+    first = tracker.update(A[None], probs)[0].track_id
+    # a low-confidence detection of the same person (0.1 < 0.2 < 0.25) keeps the track (ByteTrack's second pass)
+    weak = A.copy()
+    weak[4] = 0.2
+    assert tracker.update(weak[None], probs)[0].track_id == first
+    # a box far from every track is someone else: no overlap, no match
+    far = np.array([900, 100, 1000, 400, 0.9], np.float32)
+    assert tracker.update(far[None], probs)[0].track_id != first

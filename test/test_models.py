@@ -304,7 +304,7 @@ def test_global_local_logits_normalise_each_vector_by_hand():
     """Non-unit vectors, 2 images, 3 patches, 3 classes, top-2: each cosine written out."""
 
     def cos(a, b):
-        return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+        return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 
     g = [[3.0, 4.0], [0.0, 2.0]]
     patches = [[[1.0, 0.0], [0.0, 5.0], [-2.0, 2.0]], [[2.0, 2.0], [1.0, -1.0], [0.0, -3.0]]]

@@ -93,3 +93,64 @@ def face_from_keypoints(
     if inside_w * inside_h < MIN_INSIDE * side * side:
         return None, FACE_OUT_OF_FRAME
     return np.append(box, np.float32(kp[used, 2].mean())).astype(np.float32), None
+
+
+WHY = (None, HEAD_NOT_VISIBLE, SEEN_FROM_BEHIND, FACE_OUT_OF_FRAME)  # the codes of `faces_from_keypoints`
+
+
+def faces_from_keypoints(kp, bodies, height: int, width: int, min_score: float = 0.5):
+    """The rule above for every person at once, on torch tensors of any device (a GPU-resident detector
+    applies it without a host round trip): keypoints [P, 17, 3], bodies [P, >=4] ->
+    (boxes [P, 5] x1 y1 x2 y2 score, why [P] int64: 0 = a face, else an index into WHY)."""
+    import torch
+
+    kp = kp.float()
+    xy, seen = kp[..., :2], kp[..., 2] >= min_score
+    p = kp.shape[0]
+
+    def dist(a: int, b: int):
+        return torch.linalg.vector_norm(xy[:, a] - xy[:, b], dim=-1)
+
+    def both(a: int, b: int):
+        return seen[:, a] & seen[:, b]
+
+    none = torch.full((p,), -1.0, device=kp.device)
+    cues = torch.stack(
+        [
+            torch.where(both(LEFT_EAR, RIGHT_EAR), EAR_SPAN * dist(LEFT_EAR, RIGHT_EAR), none),
+            torch.where(both(LEFT_EYE, RIGHT_EYE), EYE_SPAN * dist(LEFT_EYE, RIGHT_EYE), none),
+            torch.where(both(NOSE, LEFT_EAR), PROFILE_SPAN * dist(NOSE, LEFT_EAR), none),
+            torch.where(both(NOSE, RIGHT_EAR), PROFILE_SPAN * dist(NOSE, RIGHT_EAR), none),
+        ]
+    ).amax(dim=0)
+    shoulders = torch.where(
+        both(LEFT_SHOULDER, RIGHT_SHOULDER), SHOULDER_SPAN * dist(LEFT_SHOULDER, RIGHT_SHOULDER), none
+    )
+    bodies = bodies[:, :4].float()
+    bw, bh = bodies[:, 2] - bodies[:, 0], bodies[:, 3] - bodies[:, 1]
+    fallback = torch.minimum(0.5 * bw, 0.2 * bh)
+    side = torch.where(cues >= 0, cues, torch.where(shoulders >= 0, shoulders, fallback))
+    side = torch.minimum(torch.clamp(side, min=MIN_SIDE), torch.clamp(bw, min=MIN_SIDE))
+
+    head = seen[:, list(HEAD)]
+    used = head.float()
+    count = used.sum(dim=1).clamp(min=1)
+    cx = (kp[:, list(HEAD), 0] * used).sum(dim=1) / count
+    score = (kp[:, list(HEAD), 2] * used).sum(dim=1) / count
+
+    def mean_y(a: int, b: int):
+        w = seen[:, [a, b]].float()
+        return (kp[:, [a, b], 1] * w).sum(dim=1) / w.sum(dim=1).clamp(min=1), w.sum(dim=1) > 0
+
+    eye_y, has_eyes = mean_y(LEFT_EYE, RIGHT_EYE)
+    ear_y, has_ears = mean_y(LEFT_EAR, RIGHT_EAR)
+    nose_y = kp[:, NOSE, 1] - NOSE_BELOW_EYES * side
+    cy = torch.where(has_eyes, eye_y, torch.where(has_ears, ear_y, nose_y)) + BELOW_EYES * side
+    boxes = torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2, score], dim=1)
+    inside_w = (torch.clamp(boxes[:, 2], max=width) - torch.clamp(boxes[:, 0], min=0)).clamp(min=0)
+    inside_h = (torch.clamp(boxes[:, 3], max=height) - torch.clamp(boxes[:, 1], min=0)).clamp(min=0)
+    why = torch.zeros(p, dtype=torch.int64, device=kp.device)
+    why = torch.where(inside_w * inside_h < MIN_INSIDE * side * side, 3, why)
+    why = torch.where(~seen[:, list(FACIAL)].any(dim=1), 2, why)
+    why = torch.where(~head.any(dim=1), 1, why)
+    return boxes, why

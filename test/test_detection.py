@@ -270,3 +270,25 @@ def test_keypoint_rule_on_tensors_matches_the_rule_person_by_person():
         if face is not None:
             np.testing.assert_allclose(boxes[i].numpy(), face, rtol=1e-5, atol=1e-3)
     assert seen_codes == set(WHY)  # every case of the rule came up
+
+
+@pytest.mark.parametrize("size", [(480, 640), (360, 640), (720, 1280)])
+def test_pose_on_tensors_matches_ultralytics_predict(size):
+    """The device path (letterbox, the pose module's forward, score threshold and NMS on tensors, here CPU
+    tensors) against ultralytics' own predict on the same frame and model."""
+    import cv2
+    import ultralytics
+
+    from ros_fer.detection.yolo import detect_pose_tensor
+
+    photo = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg"))
+    bgr = cv2.resize(photo, size[::-1], interpolation=cv2.INTER_AREA)
+    detector = YoloDetector(random_pose(), confidence=1e-4, runtime="torch", max_det=30)
+    want = detector.detect(bgr[:, :, ::-1])
+    assert len(want.bodies) >= 3  # the random model finds something to compare
+    model = detector.person.model.eval()
+    bodies, kps = detect_pose_tensor(model, torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])), 1e-4, 0.7, 30)
+    # 640 x 480: no resize; 640 x 360: padded to 384 (12 grey rows each side); 1280 x 720: halved, then padded
+    assert bodies.shape == (len(want.bodies), 5) and kps.shape == (len(want.bodies), 17, 3)
+    np.testing.assert_allclose(bodies.numpy(), want.bodies, atol=1e-3)
+    np.testing.assert_allclose(kps.numpy(), want.keypoints, atol=1e-3)

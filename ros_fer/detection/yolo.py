@@ -177,3 +177,64 @@ class YoloDetector:
                 )
         faces = self._boxes(self._predict(self.face, bgr, None)) if self.face is not None else empty_boxes()
         return Detections(faces=faces, bodies=bodies, bodies_detected=self.person is not None, keypoints=keypoints)
+
+
+# ---- the device path: letterbox, forward and decoding on torch tensors (a GPU frame never leaves the GPU) ----
+
+
+def letterbox_tensor(frame, imgsz: int = 640, stride: int = 32, fill: float = 114 / 255):
+    """A uint8 RGB frame tensor [H, W, 3] (any device) as the pose model's input [1, 3, H', W'] in 0..1:
+    scaled by r = min(imgsz / H, imgsz / W), then padded with grey up to multiples of the stride, evenly on
+    both sides (an odd pixel at the bottom/right). Returns (input, r, (pad_x, pad_y))."""
+    import torch.nn.functional as F
+
+    h, w = frame.shape[:2]
+    r = min(imgsz / h, imgsz / w)
+    nh, nw = round(h * r), round(w * r)
+    x = frame.permute(2, 0, 1)[None].float() / 255
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+    ph, pw = -nh % stride, -nw % stride
+    top, left = ph // 2, pw // 2
+    x = F.pad(x, (left, pw - left, top, ph - top), value=fill)
+    return x.clamp_(0, 1), r, (left, top)
+
+
+def decode_pose(
+    raw, conf: float, iou: float, max_det: int, r: float, pad: tuple[int, int], h: int, w: int, nc: int = 1
+):
+    """The pose head's raw output [1, 4 + nc + 51, anchors] (centre x, y, width, height, nc class scores (the
+    person model: 1), then 17 x (x, y, visibility)) -> bodies [P, 5] x1 y1 x2 y2 score and keypoints
+    [P, 17, 3] in frame pixels: score threshold, per-class non-maximum suppression (torchvision, on the
+    tensors' device), the best `max_det` kept."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    pred = raw[0].transpose(0, 1).float()  # [anchors, 4 + nc + 51]
+    score, cls = pred[:, 4 : 4 + nc].max(dim=1)
+    mask = score > conf
+    pred, score, cls = pred[mask], score[mask], cls[mask]
+    cxcy, wh = pred[:, :2], pred[:, 2:4]
+    boxes = torch.cat([cxcy - wh / 2, cxcy + wh / 2], dim=1)
+    keep = batched_nms(boxes, score, cls, iou)[:max_det]
+    boxes, scores, kps = boxes[keep], score[keep], pred[keep, 4 + nc :].reshape(-1, 17, 3).clone()
+    offset = torch.tensor([pad[0], pad[1]], dtype=boxes.dtype, device=boxes.device)
+    limit = torch.tensor([w, h], dtype=boxes.dtype, device=boxes.device)
+    boxes = ((boxes.view(-1, 2, 2) - offset) / r).clamp(min=0).minimum(limit).view(-1, 4)
+    kps[..., :2] = ((kps[..., :2] - offset) / r).clamp(min=0).minimum(limit)  # inside the frame, as boxes
+    return torch.cat([boxes, scores[:, None]], dim=1), kps
+
+
+def detect_pose_tensor(model, frame, conf: float = 0.4, iou: float = 0.7, max_det: int = 100, imgsz: int = 640):
+    """People and their keypoints from a frame tensor [H, W, 3] uint8 RGB on the model's device, with the
+    model's own torch module (`YOLO(...).model`, fp16 on CUDA): (bodies [P, 5], keypoints [P, 17, 3]) tensors
+    on that device. The same letterbox, score threshold and NMS as ultralytics' predict (`test_detection`)."""
+    import torch
+
+    x, r, pad = letterbox_tensor(frame, imgsz)
+    param = next(model.parameters())
+    with torch.inference_mode():
+        raw = model(x.to(param.device, param.dtype))
+    raw = raw[0] if isinstance(raw, (tuple, list)) else raw
+    nc = int(getattr(model.model[-1], "nc", 1))  # the pose head's class count (yolo11n-pose.pt: 1)
+    return decode_pose(raw, conf, iou, max_det, r, pad, frame.shape[0], frame.shape[1], nc)

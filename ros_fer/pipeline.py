@@ -170,11 +170,18 @@ class Pipeline:
         t0 = time.perf_counter()
         rgb = as_rgb(frame, color)
         h, w = rgb.shape[:2]
-        det = self.detector.detect(rgb)
+        # The device path: the frame crosses once; a detector that can (a torch pose model) detects there too.
+        frame_t = self.upload_frame(rgb) if self.device_crops else None
+        det = (
+            None
+            if frame_t is None or not hasattr(self.detector, "detect_tensor")
+            else self.detector.detect_tensor(frame_t)
+        )
+        det = det if det is not None else self.detector.detect(rgb)
         t1 = time.perf_counter()
         persons = associate(det, h, w, self.max_persons, self.keypoint_score)
-        if self.device_crops:
-            crops = crop_batch_tensor(self.upload_frame(rgb), persons, self.runtime.levels, self.runtime.image_size)
+        if frame_t is not None:
+            crops = crop_batch_tensor(frame_t, persons, self.runtime.levels, self.runtime.image_size)
         else:
             crops = crop_batch(rgb, persons, self.runtime.levels, self.runtime.image_size)
         t2 = time.perf_counter()

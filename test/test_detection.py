@@ -292,3 +292,30 @@ def test_pose_on_tensors_matches_ultralytics_predict(size):
     assert bodies.shape == (len(want.bodies), 5) and kps.shape == (len(want.bodies), 17, 3)
     np.testing.assert_allclose(bodies.numpy(), want.bodies, atol=1e-3)
     np.testing.assert_allclose(kps.numpy(), want.keypoints, atol=1e-3)
+
+
+def test_pipeline_on_the_device_path_matches_the_host_path(tmp_path):
+    """The device path of the pipeline (frame uploaded once, pose detection and crops on tensors), run here
+    on CPU tensors, against the host path (ultralytics' predict, OpenCV crops) on the same frame."""
+    import cv2
+    import ultralytics
+
+    from ros_fer.runtime import build_runtime
+
+    frame = cv2.resize(cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg")), (640, 480))
+    runtime = build_runtime(load_params(None, {"backbone": "tiny-random", "pretrained": ""}))
+    detector = YoloDetector(random_pose(), confidence=1e-4, runtime="torch", max_det=5)
+    results = {}
+    for device_path in (False, True):
+        pipeline = Pipeline(detector, runtime, device_crops=device_path)
+        results[device_path] = pipeline.process(frame).persons
+    assert len(results[True]) == len(results[False]) == 5
+    for a, b in zip(results[True], results[False], strict=True):
+        np.testing.assert_allclose(a.body_box, b.body_box, atol=1e-3)
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+        assert a.face_source == b.face_source
+        np.testing.assert_allclose(a.raw_scores, b.raw_scores, atol=0.02)
+    assert detector.detect_tensor(torch.zeros((48, 64, 3), dtype=torch.uint8)).bodies.shape[1] == 5
+    assert (
+        YoloDetector(random_pose(), runtime="onnx").detect_tensor(torch.zeros((48, 64, 3), dtype=torch.uint8)) is None
+    )

@@ -161,6 +161,24 @@ class YoloDetector:
             return empty_boxes()
         return np.concatenate([boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy()[:, None]], 1).astype(np.float32)
 
+    def detect_tensor(self, frame) -> Detections | None:
+        """Detection from a frame already on the device (uint8 RGB [H, W, 3] tensor): a torch pose model
+        without a face model runs letterbox, forward and NMS there (`detect_pose_tensor`; fp16 on CUDA) and
+        only boxes and keypoints come back. None where this detector cannot (onnxruntime, a face model)."""
+        if not (self.pose and self.face is None and self.runtime == "torch"):
+            return None
+        if getattr(self, "_device_model", None) is None:
+            import copy
+
+            model = copy.deepcopy(self.person.model).to(frame.device).eval()
+            self._device_model = model.half() if frame.device.type == "cuda" else model
+        bodies, kps = detect_pose_tensor(self._device_model, frame, self.confidence, 0.7, self.max_det, self.imgsz)
+        return Detections(
+            bodies=bodies.cpu().numpy().astype(np.float32),
+            bodies_detected=True,
+            keypoints=kps.cpu().numpy().astype(np.float32),
+        )
+
     def detect(self, rgb: np.ndarray) -> Detections:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # ultralytics takes numpy frames as BGR
         bodies, keypoints = empty_boxes(), None

@@ -16,7 +16,7 @@ from ros_fer.tracking import UNKNOWN, UNTRACKED, Tracker
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 # Face boxes (x1 y1 x2 y2) in the full-resolution photographs, checked by eye: drawn on the photographs, each
-# frames one whole face (forehead to chin, ear to ear) of the two bus passengers in front and of Ancelotti.
+# frames one face (eyes, nose and mouth inside): the two passengers in front of the bus, and Ancelotti.
 BUS_FACES = np.array([[114, 417, 164, 467], [261, 420, 320, 479]], np.float32)
 ANCELOTTI = np.array([[922, 110, 1070, 258]], np.float32)
 

@@ -26,6 +26,8 @@ def test_shapes_on_tiny_random(config, cls, levels, terms, targets):
     model = tiny(config)
     assert isinstance(model, cls) and len(model.levels) == levels
     crops = random_crops(model)
+    if config == "mpa-fer":  # prototypes: precomputed (train.py builds them before the first epoch)
+        model.accumulate_prototypes(crops, targets)
     out = model(crops, targets)
     assert out.logits.shape == (4, 7) and set(out.losses) == terms
     assert torch.isfinite(out.loss)
@@ -80,6 +82,7 @@ def _grads_after_step(model, targets):
 
 def test_mpa_fer_trains_only_its_prompts_and_clip_stays_frozen(targets):
     model = tiny("mpa-fer")
+    model.accumulate_prototypes(random_crops(model), targets)
     with_grad, changed = _grads_after_step(model, targets)
     assert with_grad == {"ctx", "visual_prompts"}
     assert not [k for k in changed if k.startswith("clip.")]  # CLIP weights bit-identical after a step
@@ -143,6 +146,21 @@ def test_mpa_fer_ablation_switches(targets):
     out = plain(random_crops(plain), targets)
     assert set(out.losses) == {"vt"} and plain.visual_prompts is None
     assert set(plain.encode_image(random_crops(plain))) == {"global"}
+
+
+def test_mpa_fer_never_trains_on_missing_prototypes(targets):
+    model = tiny("mpa-fer")  # prototypes: precomputed, the default
+    crops = random_crops(model)
+    assert model.needs_prototypes()
+    with pytest.raises(ConfigError, match="prototypes: precomputed, but none have been built"):
+        model(crops, targets)
+    model.accumulate_prototypes(crops, targets)
+    assert not model.needs_prototypes() and model(crops, targets).losses["v"] > 0
+    online = tiny("mpa-fer", prototypes="online")
+    assert not online.needs_prototypes() and online(crops, targets).losses["v"] > 0
+    assert not tiny("mpa-fer", prototype_alignment=False).needs_prototypes()
+    with pytest.raises(ConfigError, match="precomputed or online"):
+        tiny("mpa-fer", prototypes="offline")
 
 
 def test_mpa_fer_prototypes_are_class_means_of_the_frozen_encoder(targets):
@@ -224,6 +242,8 @@ def test_one_training_step_under_cpu_bf16_autocast(config, targets):
         }
     )
     model = tiny(config, **overrides).train()
+    if config == "mpa-fer":
+        model.accumulate_prototypes(random_crops(model), targets)
     params = [p for p in model.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in params]
     opt = torch.optim.SGD(params, lr=0.1)

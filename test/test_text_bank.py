@@ -99,6 +99,7 @@ def test_edited_prompts_make_the_bank_stale(tmp_path):
 
 def test_bank_from_a_trained_checkpoint_belongs_to_that_checkpoint(tmp_path, targets):
     model = tiny("mpa-fer")
+    model.accumulate_prototypes(random_crops(model), targets)
     opt = torch.optim.SGD(model.trainable_parameters(), lr=1.0)
     model(random_crops(model), targets).loss.backward()
     opt.step()

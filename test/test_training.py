@@ -311,3 +311,32 @@ def test_each_level_gets_its_own_crop(synthetic):
         assert x.shape == (len(levels), 3, 32, 32)
         for i, level in enumerate(levels):
             assert torch.equal(x[i].permute(1, 2, 0), torch.from_numpy(by_hand[level]).float()), level
+
+
+def test_mpa_fer_prototypes_are_built_before_the_first_epoch(synthetic, tmp_path):
+    """prototypes: precomputed: the Trainer passes over the un-augmented training set once before training;
+    the class means equal open_clip's own encode_image features averaged by hand, and stay fixed."""
+    import torch.nn.functional as F
+
+    from training.datasets.multilevel import MultiLevelCrops
+
+    cfg = load_train_config("synthetic_mpa_fer_tiny", quiet(["train.max_steps=2", "train.batch_size=16"], synthetic))
+    lines: list[str] = []
+    trainer = Trainer(cfg, tmp_path / "run", log=lambda *a: lines.append(" ".join(map(str, a))))
+    model = trainer.model
+    assert model.needs_prototypes()
+    trainer.fit()
+    assert any(line.startswith("prototypes: ") for line in lines)
+    samples = trainer.train_split.samples
+    bb = model.backbone
+    plain = MultiLevelCrops(samples, model.levels, bb.image_size, bb.mean, bb.std)
+    with torch.no_grad():
+        feats = F.normalize(model.clip.encode_image(torch.stack([plain[i][0][0] for i in range(len(plain))])), dim=-1)
+    labels = torch.tensor([s.label for s in samples])
+    protos, valid = model.prototypes()
+    for c in range(len(model.labels)):
+        members = labels == c
+        assert valid[c] == bool(members.any()) and model.proto_count[c] == members.sum()
+        if members.any():
+            assert torch.allclose(protos[c], feats[members].mean(0), atol=1e-5)
+    assert all(float(r["loss/v"]) > 0 for r in losses(tmp_path / "run"))

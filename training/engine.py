@@ -247,6 +247,7 @@ class Trainer:
         started, images = time.perf_counter(), 0
         if max_steps and self.state["global_step"] >= max_steps:  # resuming a run that already reached it
             return self._finish(started, images)
+        self._build_prototypes()
         while self.state["epoch"] < epochs:
             epoch = self.state["epoch"]
             self.sampler.epoch, self.sampler.start = epoch, self.state["step_in_epoch"]
@@ -300,6 +301,25 @@ class Trainer:
                 save_training_state(self.out, "best", self.model, self.optimizer, self.scheduler, self.state)
             self._save("last")
         return self._finish(started, images)
+
+    @torch.no_grad()
+    def _build_prototypes(self) -> None:
+        """MPA-FER with `prototypes: precomputed`: class means of the frozen encoder's features over the whole
+        training set, un-augmented, once before the first epoch (a resumed run has them in its checkpoint).
+        Every rank runs the same pass, so the all-reduced sums stay in step."""
+        model = self.model
+        if not getattr(model, "needs_prototypes", lambda: False)():
+            return
+        bb = model.backbone
+        plain = MultiLevelCrops(self.train_split.samples, model.levels, bb.image_size, bb.mean, bb.std)
+        loader = DataLoader(plain, batch_size=self.batch, num_workers=int(self.cfg["train"].get("num_workers", 0)))
+        was_training = model.training
+        model.eval()
+        for x, y in loader:
+            model.accumulate_prototypes(x.to(self.device), y.to(self.device))
+        model.train(was_training)
+        counts = (model.proto_count / self.world).long().tolist()  # every rank added the whole set
+        self.log(f"prototypes: {sum(counts)} training images, per class {counts}")
 
     def _finish(self, started: float, images: int) -> dict:
         seconds = time.perf_counter() - started

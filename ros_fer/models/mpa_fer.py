@@ -93,7 +93,10 @@ class MPAFER(FerModel):
         dim = backbone.embed_dim
         self.register_buffer("proto_sum", torch.zeros(len(labels), dim, device=hard.device))
         self.register_buffer("proto_count", torch.zeros(len(labels), device=hard.device))
-        self.online_prototypes = config.get("prototypes", "online") == "online"
+        mode = config.get("prototypes", "precomputed")
+        if mode not in ("precomputed", "online"):
+            raise ConfigError(f"mpa-fer prototypes must be precomputed or online, got {mode!r}")
+        self.online_prototypes = mode == "online"
 
     # -- text side -------------------------------------------------------------------------
     def soft_text_features(self) -> torch.Tensor:
@@ -137,6 +140,11 @@ class MPAFER(FerModel):
     def prototypes(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.proto_sum / self.proto_count.clamp(min=1).unsqueeze(1), self.proto_count > 0
 
+    def needs_prototypes(self) -> bool:
+        """True while `prototypes: precomputed` prototypes are still to be built (the Trainer builds them
+        from the un-augmented training set before the first epoch)."""
+        return self.use["prototype_alignment"] and not self.online_prototypes and not bool(self.proto_count.any())
+
     # -- training --------------------------------------------------------------------------
     def forward(self, crops, targets=None) -> Output:
         image = self.encode_image(crops)
@@ -154,6 +162,12 @@ class MPAFER(FerModel):
         if self.use["prototype_alignment"]:
             if self.online_prototypes and self.training:
                 self.accumulate_prototypes(crops, targets)
+            elif self.needs_prototypes():  # never a silent zero loss
+                raise ConfigError(
+                    "MPA-FER prototypes: precomputed, but none have been built. training/train.py builds them "
+                    "before the first epoch; elsewhere call model.accumulate_prototypes(crops, targets) over the "
+                    "training set first, or set prototypes: online"
+                )
             protos, valid = self.prototypes()
             out.losses["v"] = w["v"] * prototype_loss(image["global"], protos, targets, valid)
         return out

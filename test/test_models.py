@@ -130,6 +130,19 @@ def test_mlper_level_and_alignment_switches(targets):
     )
 
 
+def test_itm_switched_per_level(targets):
+    model = tiny("mlper", itm={"levels": ["face", "context"]})
+    assert set(model.mca) == set(model.itm_head) == {"face", "context"} and model.level_log_vars.shape == (2,)
+    out = model(random_crops(model), targets)
+    assert set(out.extras) == {"itm.face", "itm.context"}
+    s = model.level_log_vars.detach()
+    by_hand = sum(torch.exp(-s[i]) * out.extras[k] + s[i] for i, k in enumerate(["itm.face", "itm.context"]))
+    assert torch.allclose(out.losses["itm"], by_hand)
+    assert set(tiny("mlper")(random_crops(model), targets).extras) == {"itm.face", "itm.body", "itm.context"}
+    with pytest.raises(ConfigError, match=r"itm.levels \['gaze'\] are not among the model's levels"):
+        tiny("mlper", itm={"levels": ["gaze"]})
+
+
 def test_mlper_inference_needs_no_text_encoder_call(targets):
     model = tiny("mlper").eval()
     bank = model.text_features()

@@ -72,14 +72,19 @@ class MLPER(FerModel):
             raise ConfigError(f"itm.hard_negatives must be image, text or random, got {self.hard_negative_mode!r}")
         hidden = int(config.get("mlp_hidden") or dim)
         self.fuse = nn.Sequential(nn.Linear(n * dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        # itm.levels: the levels whose crops are matched to their prompts (Table IX switches them one by one)
+        asked = list(itm.get("levels") or self.levels)
+        if unknown := [lv for lv in asked if lv not in self.levels]:
+            raise ConfigError(f"itm.levels {unknown} are not among the model's levels {list(self.levels)}")
+        self.itm_levels = tuple(lv for lv in self.levels if lv in asked)
         if self.itm_enabled:
             heads = int(itm.get("heads", 8))
             self.mca = nn.ModuleDict(
-                {lv: ModalCrossAttention(dim, heads, int(itm.get("ffn_ratio", 4))) for lv in self.levels}
+                {lv: ModalCrossAttention(dim, heads, int(itm.get("ffn_ratio", 4))) for lv in self.itm_levels}
             )
-            self.itm_head = nn.ModuleDict({lv: nn.Linear(dim, 1) for lv in self.levels})
+            self.itm_head = nn.ModuleDict({lv: nn.Linear(dim, 1) for lv in self.itm_levels})
             learn = itm.get("learnable_level_weights", True)
-            self.level_log_vars = nn.Parameter(torch.zeros(n)) if learn else None
+            self.level_log_vars = nn.Parameter(torch.zeros(len(self.itm_levels))) if learn else None
         self._tokens = {
             "classes": backbone.tokenize(prompts.sentences(labels, self.levels)),
             **{lv: backbone.tokenize(prompts.level_prompts(labels, lv)) for lv in self.levels},
@@ -131,9 +136,11 @@ class MLPER(FerModel):
 
     # -- training --------------------------------------------------------------------------
     def itm_losses(self, image: dict, text: dict, targets: torch.Tensor) -> torch.Tensor:
-        """BCE of the match head per level, on the positive pair and one (hard) negative pair: [L]."""
+        """BCE of the match head per ITM level, on the positive pair and one (hard) negative pair: [len(itm_levels)]."""
         per_level = []
         for i, lv in enumerate(self.levels):
+            if lv not in self.itm_levels:
+                continue
             class_cls = text[f"level.{lv}"]
             if self.hard_negative_mode == "image":
                 neg = hard_negatives(image["level_pooled"][:, i].detach(), class_cls.detach(), targets)
@@ -162,5 +169,5 @@ class MLPER(FerModel):
         if use_itm:
             per_level = self.itm_losses(image, text, targets)
             out.losses["itm"] = self.itm_weight * weighted_level_loss(per_level, self.level_log_vars)
-            out.extras.update({f"itm.{lv}": per_level[i].detach() for i, lv in enumerate(self.levels)})
+            out.extras.update({f"itm.{lv}": per_level[i].detach() for i, lv in enumerate(self.itm_levels)})
         return out

@@ -143,6 +143,26 @@ def test_itm_switched_per_level(targets):
         tiny("mlper", itm={"levels": ["gaze"]})
 
 
+def test_mlper_fine_tuned_baseline_uses_the_hand_crafted_prompt(targets):
+    """MLPER's baseline rows: the same model and training, the class texts from the hand-crafted template."""
+    import open_clip
+
+    model = tiny("mlper", prompts="handcrafted", itm={"enabled": False})
+    assert model.baseline and not hasattr(model, "mca")
+    out = model(random_crops(model), targets)
+    assert set(out.losses) == {"cls"} and torch.isfinite(out.loss)
+    text = model.text_features()
+    assert set(text) == {"classes"}
+    tokens = open_clip.get_tokenizer("tiny-random")(
+        [f"a photo of a {a} person." for a in ("surprised", "fearful", "disgusted", "happy", "sad", "angry", "neutral")]
+    )
+    with torch.no_grad():
+        expected = F.normalize(model.clip.encode_text(tokens), dim=-1)
+    assert torch.allclose(text["classes"], expected, atol=1e-5)
+    with pytest.raises(ConfigError, match="set itm.enabled=false"):
+        tiny("mlper", prompts="handcrafted")
+
+
 def test_mlper_inference_needs_no_text_encoder_call(targets):
     model = tiny("mlper").eval()
     bank = model.text_features()

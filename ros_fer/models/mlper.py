@@ -10,7 +10,7 @@ from torch import nn
 from ..backbone import encode_image_tokens, encode_text_tokens
 from ..errors import ConfigError
 from ..head import Head
-from ..prompts import MultiLevelPrompts
+from ..prompts import MultiLevelPrompts, TemplatePrompts
 from .base import FerModel, Output
 
 
@@ -59,8 +59,10 @@ class MLPER(FerModel):
 
     def __init__(self, backbone, labels, prompts, config):
         super().__init__(backbone, labels, prompts, config)
-        if not isinstance(prompts, MultiLevelPrompts):
-            raise ConfigError(f"MLPER needs multi-level prompts, got {prompts.method} ({prompts.path})")
+        if not isinstance(prompts, (MultiLevelPrompts, TemplatePrompts)):
+            raise ConfigError(f"MLPER needs multi-level or hand-crafted prompts, got {prompts.method} ({prompts.path})")
+        # The baseline rows of MLPER's tables: CLIP fine-tuned with the hand-crafted prompt, no ITM.
+        self.baseline = isinstance(prompts, TemplatePrompts)
         if len(labels) < 2:
             raise ConfigError("MLPER needs at least two classes (hard negatives are other classes)")
         dim, n = backbone.embed_dim, len(self.levels)
@@ -85,10 +87,19 @@ class MLPER(FerModel):
             self.itm_head = nn.ModuleDict({lv: nn.Linear(dim, 1) for lv in self.itm_levels})
             learn = itm.get("learnable_level_weights", True)
             self.level_log_vars = nn.Parameter(torch.zeros(len(self.itm_levels))) if learn else None
-        self._tokens = {
-            "classes": backbone.tokenize(prompts.sentences(labels, self.levels)),
-            **{lv: backbone.tokenize(prompts.level_prompts(labels, lv)) for lv in self.levels},
-        }
+        if self.baseline:
+            if self.itm_enabled:
+                raise ConfigError(
+                    f"the hand-crafted baseline ({prompts.path}) has no level prompts to match: set itm.enabled=false"
+                )
+            if len(prompts.data["templates"]) != 1:
+                raise ConfigError(f"the fine-tuned baseline takes one template per class; {prompts.path} has several")
+            self._tokens = {"classes": backbone.tokenize([prompts.prompts(e)[0] for e in labels.emotions])}
+        else:
+            self._tokens = {
+                "classes": backbone.tokenize(prompts.sentences(labels, self.levels)),
+                **{lv: backbone.tokenize(prompts.level_prompts(labels, lv)) for lv in self.levels},
+            }
         self.clip.logit_scale.requires_grad_(bool(config.get("train_logit_scale", False)))
         self.clip.visual.requires_grad_(bool(config.get("train_image_encoder", True)))
         self.train_text = bool(config.get("train_text_encoder", True))

@@ -1,5 +1,6 @@
 """Each data-set adapter on a small fixture in its real layout, and its errors."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -111,7 +112,13 @@ def test_boxes_are_detected_once_and_cached(tmp_path):
     face = split.samples[0].face
     assert 900 < face[0] < 940 and 100 < face[1] < 130  # Ancelotti's face
     again = load_split(cfg, "test", labels)
-    assert fill_boxes(again, tmp_path) == {"annotated": 0, "cached": 1, "detected": 0, "no face": 0}
+    assert fill_boxes(again, tmp_path) == {
+        "annotated": 0,
+        "image is the face": 0,
+        "cached": 1,
+        "detected": 0,
+        "no face": 0,
+    }
     crops, label = MultiLevelCrops(again.samples, ("face", "body", "context"), 64, (0.5,) * 3, (0.5,) * 3)[0]
     assert tuple(crops.shape) == (3, 3, 64, 64) and label == labels.index("happiness")
 
@@ -157,3 +164,82 @@ def test_fedro_and_cross_dataset_evaluation_with_an_occlusion_subset(tmp_path):
     assert sum(rows[happy]) == 4 and sum(rows[sad]) == 3 and sum(map(sum, rows)) == 7  # rows: true classes
     with pytest.raises(Exception, match="no list file"):
         evaluate(None, cfg, tmp_path / "eval2", data={**fedro, "occlusion": "missing.txt"})
+
+
+def bus(tmp_path: Path, split: str = "test") -> tuple[Path, np.ndarray]:
+    import ultralytics
+
+    photo = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg"))
+    path = tmp_path / split / "happy" / "bus.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), photo)
+    return path, cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)  # as written (JPEG re-encoded)
+
+
+def test_an_annotated_face_keeps_its_own_body(tmp_path):
+    """AffectNet gives the face box: the body comes from that face (here no body detector: derived from it),
+    never from another person the detector found first."""
+    from ros_fer.crops import derive_body
+
+    path, rgb = bus(tmp_path)
+    labels = load_label_set("basic7")
+    split = load_split({"dataset": "folder", "root": str(tmp_path), "labels": "basic7"}, "test", labels)
+    right = [261.0, 420.0, 320.0, 479.0]  # the second passenger's face (BUS_FACES in test_pipeline)
+    split.samples[0].face = right
+    counts = fill_boxes(split, tmp_path)
+    assert counts["detected"] == 1
+    h, w = rgb.shape[:2]
+    np.testing.assert_allclose(split.samples[0].body, derive_body(np.array([*right, 1.0]), h, w)[:4], atol=1e-3)
+    assert split.samples[0].face == right
+    cache = json.loads(next((tmp_path / ".ros_fer_boxes").glob("*.json")).read_text())
+    assert cache["detector"].startswith("opencv") and cache["detector"].endswith("/boxes-v2")  # identity recorded
+
+
+def test_missing_faces_are_estimated_from_the_body_as_the_node_does(tmp_path):
+    from ros_fer.crops import BODY_MARGIN, FACE_MARGIN, crop_square, estimate_face, letterbox_box, square
+    from training.datasets.base import Sample
+
+    path, rgb = bus(tmp_path)
+    h, w = rgb.shape[:2]
+    body = [50.0, 300.0, 350.0, 900.0]
+    levels = ("face", "body", "context")
+    with_body = MultiLevelCrops([Sample(path, 0, None, body)], levels, 32, (0, 0, 0), (1 / 255,) * 3)
+    x = with_body[0][0].permute(0, 2, 3, 1).numpy()
+    face = estimate_face(np.array([*body, 1.0], np.float32))
+    np.testing.assert_allclose(x[0], crop_square(rgb, square(face, FACE_MARGIN), 32), atol=1e-3)
+    np.testing.assert_allclose(x[1], crop_square(rgb, square(np.array(body), BODY_MARGIN), 32), atol=1e-3)
+    np.testing.assert_allclose(x[2], crop_square(rgb, letterbox_box(h, w), 32), atol=1e-3)
+    nobody = MultiLevelCrops([Sample(path, 0, None, None)], ("face", "body"), 32, (0, 0, 0), (1 / 255,) * 3)
+    y = nobody[0][0].permute(0, 2, 3, 1).numpy()
+    whole = np.array([0, 0, w, h, 1.0], np.float32)
+    np.testing.assert_allclose(y[0], crop_square(rgb, square(estimate_face(whole), FACE_MARGIN), 32), atol=1e-3)
+    np.testing.assert_allclose(y[1], crop_square(rgb, square(whole, BODY_MARGIN), 32), atol=1e-3)
+
+
+def test_the_image_is_the_face_for_pre_cropped_sets(tmp_path):
+    """data.image_is_face (RAF-DB aligned, FERPlus): no detector; the face crop is the whole image."""
+    rng = np.random.default_rng(1)
+    face = rng.integers(0, 256, (48, 48, 3), np.uint8)
+    path = tmp_path / "test" / "sad" / "f.png"
+    path.parent.mkdir(parents=True)
+    cv2.imwrite(str(path), face)
+    cfg = {"dataset": "folder", "root": str(tmp_path), "labels": "basic7", "image_is_face": True}
+    split = load_split(cfg, "test", load_label_set("basic7"))
+    counts = fill_boxes(split, tmp_path, data=cfg)
+    assert counts["image is the face"] == 1 and counts["detected"] == 0
+    assert not (tmp_path / ".ros_fer_boxes").exists()  # nothing detected, nothing cached
+    x = MultiLevelCrops(split.samples, ("face",), 96, (0, 0, 0), (1 / 255,) * 3)[0][0][0].permute(1, 2, 0).numpy()
+    rgb = cv2.cvtColor(face, cv2.COLOR_BGR2RGB)
+    grown = cv2.resize(rgb, (96, 96), interpolation=cv2.INTER_LINEAR).astype(float)
+    assert np.abs(x - grown).mean() < 3  # the whole 48x48 image, grown to 96: no margin, no black border
+    assert x[:2].mean() > 30 and x[:, :2].mean() > 30
+
+
+def test_face_only_configs_read_faces_and_mlper_reads_scenes():
+    from training.config import load_train_config
+
+    for name in ("mpa_fer_rafdb_vitb16", "mpa_fer_rafdb_vitl14", "mpa_fer_ferplus_vitb16", "mpa_fer_ferplus_vitl14"):
+        data = load_train_config(name)["data"]
+        assert data["image_is_face"] is True and data.get("images", "aligned") == "aligned", name
+    mlper = load_train_config("mlper_rafdb_vitl14")["data"]
+    assert mlper["images"] == "original" and not mlper.get("image_is_face")

@@ -139,11 +139,11 @@ class Trainer:
         self.val_split = load_split(data, "val", labels)
         root = Path(data["root"]).expanduser()
         for split in (self.train_split, self.val_split):
-            counts = fill_boxes(split, root) if self.rank == 0 else None
+            counts = fill_boxes(split, root, data=data, log=self.log) if self.rank == 0 else None
             if self.world > 1:  # rank 0 detected and cached; the others read the cache
                 dist.barrier()
                 if self.rank:
-                    fill_boxes(split, root)
+                    fill_boxes(split, root, data=data, log=lambda *_: None)
             if self.rank == 0:
                 self.log(f"{split.summary()}; boxes {counts}")
         bb = self.model.backbone

@@ -117,7 +117,7 @@ def evaluate(checkpoint: str | None, cfg: dict, out: Path, split: str = "test", 
         )
     test.samples = [s for s in test.samples if s.label >= 0]
     root = Path(data["root"]).expanduser()
-    fill_boxes(test, root)
+    fill_boxes(test, root, data=data)
     bb = model.backbone
     dataset = MultiLevelCrops(test.samples, model.levels, bb.image_size, bb.mean, bb.std)
     pred, feats = predict(model, dataset, int(cfg["train"].get("batch_size", 32)), device)

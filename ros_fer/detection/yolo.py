@@ -125,8 +125,12 @@ class YoloDetector:
         # CUDA: torch. CPU: onnxruntime by default, measured faster there (yolo11n-pose, 640x480, 2-core AMD
         # EPYC with AVX2: 83-90 ms against torch's 108-114 ms; README, detection figures).
         self.runtime = "torch" if str(device).startswith("cuda") else ("onnx" if runtime == "auto" else runtime)
+        self.weights_id = ""  # which weights, for caches of what this detector found (training boxes)
         if person_weights:
             self.person = self._load(YOLO, person_weights)
+            path = Path(resolve_weights(person_weights))
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "builtin"
+            self.weights_id = f"{path.name}@{digest}"
         if face_weights:
             self.face = self._load(YOLO, face_weights)
         self.pose = self.person is not None and self.person.task == "pose"

@@ -182,5 +182,7 @@ def load_split(cfg: dict, split: str, labels: LabelSet) -> Split:
     kind = cfg.get("dataset")
     if kind not in ADAPTERS:
         raise DataError(f"unknown dataset {kind!r}; known: {sorted(ADAPTERS)}")
-    options = {k: v for k, v in cfg.items() if k not in ("dataset", "root", "labels", "balanced", "occlusion", "pose")}
+    not_for_the_adapter = ("dataset", "root", "labels", "balanced", "occlusion", "pose30", "pose45", "pose")
+    not_for_the_adapter += ("image_is_face", "detector", "person_weights")  # read by fill_boxes
+    options = {k: v for k, v in cfg.items() if k not in not_for_the_adapter}
     return ADAPTERS[kind](Path(cfg["root"]).expanduser(), split, labels, **options)

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ros_fer.crops import BODY_MARGIN, FACE_MARGIN, associate, context_crop, crop_square, derive_body, square
-from ros_fer.detection import OpenCVDetector
+from ros_fer.crops import FACE_MARGIN, Person, associate, crop_batch, derive_body
+from ros_fer.detection import Detections, create_detector
 
 from .base import DataError, Sample, Split
 
-DETECTOR_ID = "opencv-haar-frontalface_alt2/v1"
+BOX_CACHE_VERSION = 2  # bump when the rule that turns detections into boxes changes
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -29,39 +29,86 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def fill_boxes(split: Split, root: Path, progress=None) -> dict[str, int]:
-    """Give every sample a face and body box: annotations first, then the detector cache, then the detector
-    (results cached in <root>/.ros_fer_boxes/<detector>.json). No face found: the whole image is the face."""
-    cache_file = root / ".ros_fer_boxes" / (hashlib.sha1(DETECTOR_ID.encode()).hexdigest()[:12] + ".json")
+def image_face(w: int, h: int) -> list[float]:
+    """The face box of a pre-cropped face image: its central 1/FACE_MARGIN, so that the face crop (the box
+    grown by FACE_MARGIN, squared) is exactly the image."""
+    mw, mh = w * (1 - 1 / FACE_MARGIN) / 2, h * (1 - 1 / FACE_MARGIN) / 2
+    return [mw, mh, w - mw, h - mh]
+
+
+def box_detector(data: dict | None = None):
+    """The detector that fills a data set's boxes: the runtime's default (`detector: auto`: the YOLO pose
+    model where its weights can be had, OpenCV's Haar faces otherwise, said in its warnings), or as
+    `data.detector` / `data.person_weights` say."""
+    data = data or {}
+    return create_detector(str(data.get("detector", "auto")), "cpu", str(data.get("person_weights", "yolo11n-pose.pt")))
+
+
+def _identity(detector) -> str:
+    weights = getattr(detector, "weights_id", "")
+    return f"{detector.name}{':' + weights if weights else ''}/boxes-v{BOX_CACHE_VERSION}"
+
+
+def fill_boxes(split: Split, root: Path, progress=None, data: dict | None = None, log=None) -> dict[str, int]:
+    """Give every sample its face and body box, as the runtime would find them. In order: annotations; the
+    whole image as the face (`data.image_is_face`, pre-cropped face sets such as RAF-DB aligned or FERPlus);
+    the detector's boxes, cached in <root>/.ros_fer_boxes/<detector identity>.json so epochs and later runs
+    never re-detect. An annotated face (AffectNet) gets the detected body that holds it, else a body derived
+    from it, never another person's. No face found: the face stays None and the crops estimate it from the
+    body, as the node does (`crops.estimate_face`); nobody found: the whole image is the body."""
+    data = data or {}
+    counts = {"annotated": 0, "image is the face": 0, "cached": 0, "detected": 0, "no face": 0}
+    if data.get("image_is_face"):
+        from PIL import Image
+
+        for s in split.samples:
+            with Image.open(s.path) as im:
+                w, h = im.size
+            s.face = s.face or image_face(w, h)
+            s.body = s.body or [0.0, 0.0, float(w), float(h)]
+            counts["image is the face"] += 1
+        return counts
+    todo = [s for s in split.samples if s.face is None or s.body is None]
+    counts["annotated"] = len(split.samples) - len(todo)
+    if not todo:
+        return counts
+    detector = box_detector(data)
+    for line in getattr(detector, "warnings", ()):
+        (log or print)(f"boxes: {line}")
+    ident = _identity(detector)
+    cache_file = root / ".ros_fer_boxes" / (hashlib.sha1(ident.encode()).hexdigest()[:12] + ".json")
     cache = json.loads(cache_file.read_text())["boxes"] if cache_file.is_file() else {}
-    detector, counts, dirty = None, {"annotated": 0, "cached": 0, "detected": 0, "no face": 0}, False
-    for s in progress(split.samples) if progress else split.samples:
-        key = os.path.relpath(s.path, root)
-        if s.face is not None and s.body is not None:
-            counts["annotated"] += 1
-            continue
+    dirty = False
+    for s in progress(todo) if progress else todo:
+        key = os.path.relpath(s.path, root) + ("#face=" + ",".join(f"{v:.1f}" for v in s.face) if s.face else "")
         if key in cache:
             counts["cached"] += 1
         else:
-            detector = detector or OpenCVDetector()
             rgb = read_rgb(s.path)
             h, w = rgb.shape[:2]
-            people = associate(detector.detect(rgb), h, w, 1)
-            face = people[0].face[:4].tolist() if people and people[0].face is not None else None
-            cache[key] = {"face": face, "body": people[0].body[:4].tolist() if people else None, "size": [w, h]}
+            det = detector.detect(rgb)
+            if s.face is not None:  # annotated face: only the body is wanted, the one that holds this face
+                det = Detections(
+                    faces=np.array([[*s.face, 1.0]], np.float32),
+                    bodies=det.bodies,
+                    bodies_detected=det.bodies_detected,
+                    keypoints=det.keypoints,
+                )
+            people = associate(det, h, w, 1)
+            person = people[0] if people else None
+            face = None if person is None or person.face is None else person.face[:4].tolist()
+            cache[key] = {"face": face, "body": None if person is None else person.body[:4].tolist(), "size": [w, h]}
             counts["detected"] += 1
             dirty = True
         entry = cache[key]
-        if s.face is None:
-            s.face = entry["face"]
+        s.face = s.face or entry["face"]
+        s.body = s.body or entry["body"]
         if s.face is None:
             counts["no face"] += 1
-        if s.body is None:
-            s.body = entry["body"]
     if dirty:
         cache_file.parent.mkdir(exist_ok=True)
         tmp = cache_file.with_name(cache_file.name + ".tmp")
-        tmp.write_text(json.dumps({"detector": DETECTOR_ID, "boxes": cache}))
+        tmp.write_text(json.dumps({"detector": ident, "boxes": cache}))
         os.replace(tmp, cache_file)
     return counts
 
@@ -91,9 +138,14 @@ class MultiLevelCrops(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _boxes(self, s: Sample, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-        face = np.array([*s.face, 1.0], np.float32) if s.face is not None else np.array([0, 0, w, h, 1.0], np.float32)
-        body = np.array([*s.body, 1.0], np.float32) if s.body is not None else derive_body(face, h, w)
+    def _boxes(self, s: Sample, h: int, w: int) -> tuple[np.ndarray | None, np.ndarray]:
+        """As the runtime's Person: a face, or None (the crop estimates it from the body); a body, derived
+        from the face where only a face is known, the whole image where nobody was found."""
+        face = np.array([*s.face, 1.0], np.float32) if s.face is not None else None
+        if s.body is not None:
+            body = np.array([*s.body, 1.0], np.float32)
+        else:
+            body = derive_body(face, h, w) if face is not None else np.array([0, 0, w, h, 1.0], np.float32)
         return face, body
 
     def __getitem__(self, index: int):
@@ -105,22 +157,19 @@ class MultiLevelCrops(Dataset):
         aug = self.augment
         if aug.get("hflip") and rng.random() < 0.5:
             rgb = np.ascontiguousarray(rgb[:, ::-1])
-            face[[0, 2]], body[[0, 2]] = w - face[[2, 0]], w - body[[2, 0]]
+            body[[0, 2]] = w - body[[2, 0]]
+            if face is not None:
+                face[[0, 2]] = w - face[[2, 0]]
         if aug.get("color_jitter", 0) > 0:
             j = aug["color_jitter"]
             gain, bias = rng.uniform(1 - j, 1 + j), rng.uniform(-j, j) * 64
             grey = rgb.mean(axis=2, keepdims=True)
             sat = rng.uniform(1 - j, 1 + j)
             rgb = np.clip((grey + (rgb - grey) * sat) * gain + bias, 0, 255).astype(np.uint8)
-        crops = []
-        for level in self.levels:
-            if level == "face":
-                crops.append(crop_square(rgb, square(face, FACE_MARGIN), self.size))
-            elif level == "body":
-                crops.append(crop_square(rgb, square(body, BODY_MARGIN), self.size))
-            else:
-                crops.append(context_crop(rgb, self.size))
-        x = (np.stack(crops).astype(np.float32) - self.mean) / self.std  # [L, S, S, 3]
+        # the runtime's own crop function, on a Person built as the runtime builds it
+        person = Person(face=face, body=body, face_detected=face is not None)
+        crops = crop_batch(rgb, [person], self.levels, self.size).dense()[0]
+        x = (crops.astype(np.float32) - self.mean) / self.std  # [L, S, S, 3]
         if aug.get("random_erasing", 0) > 0:
             for crop in x:
                 if rng.random() < aug["random_erasing"]:

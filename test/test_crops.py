@@ -275,3 +275,65 @@ def test_edge_cases_of_the_geometry():
     # a sub-pixel box is a flat patch of the colour at that place, not an error
     tiny_box = crop_square(ramp(), np.array([50.25, 10, 50.75, 10.5], np.float32), 4)
     assert tiny_box.shape == (4, 4, 3) and abs(int(tiny_box[..., 0].mean()) - 50) <= 1
+
+
+def test_association_against_an_independent_implementation():
+    """Random scenes: each face, surest first, takes the smallest-area free body whose upper half holds the
+    face centre, written here from the rule, not from the code."""
+    from ros_fer.crops import associate
+    from ros_fer.detection import Detections
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        faces = np.zeros((rng.integers(1, 4), 5), np.float32)
+        faces[:, :2] = rng.uniform(0, 500, (len(faces), 2))
+        faces[:, 2:4] = faces[:, :2] + rng.uniform(10, 60, (len(faces), 2))
+        faces[:, 4] = rng.permutation(np.linspace(0.3, 0.9, len(faces)))
+        bodies = np.zeros((rng.integers(1, 6), 5), np.float32)
+        bodies[:, :2] = rng.uniform(0, 450, (len(bodies), 2))
+        bodies[:, 2:4] = bodies[:, :2] + rng.uniform(20, 400, (len(bodies), 2))
+        bodies[:, 4] = 0.8
+        expected, free = {}, set(range(len(bodies)))
+        for f in sorted(range(len(faces)), key=lambda i: -faces[i, 4]):
+            x = (faces[f, 0] + faces[f, 2]) / 2
+            y = (faces[f, 1] + faces[f, 3]) / 2
+            fits = [
+                b
+                for b in free
+                if bodies[b, 0] <= x <= bodies[b, 2] and bodies[b, 1] <= y <= (bodies[b, 1] + bodies[b, 3]) / 2
+            ]
+            if fits:
+                best = min(fits, key=lambda b: (bodies[b, 2] - bodies[b, 0]) * (bodies[b, 3] - bodies[b, 1]))
+                free.discard(best)
+                expected[f] = best
+        persons = associate(Detections(faces=faces, bodies=bodies), 1000, 1000, 20)
+        got = {}
+        for p in persons:
+            if p.face is None:
+                continue
+            f = int(np.flatnonzero((faces == p.face).all(axis=1))[0])
+            if p.body_detected is True:
+                got[f] = int(np.flatnonzero((bodies == p.body).all(axis=1))[0])
+            else:
+                assert p.body_detected is False and p.notes == ["body derived from face"]
+        assert got == expected
+        assert sum(p.face is None for p in persons) == len(free)  # every free body: a person without a face
+        assert all(p.face_detected is False for p in persons if p.face is None)
+
+
+def test_faces_on_the_body_edges_and_the_keypoint_threshold():
+    from ros_fer.crops import associate
+    from ros_fer.detection import Detections
+
+    body = np.array([[100, 100, 200, 400, 0.9]], np.float32)
+    for centre in ((100, 120), (200, 120), (150, 100), (150, 250)):  # on the left, right, top, half-height edge
+        face = np.array([[centre[0] - 10, centre[1] - 10, centre[0] + 10, centre[1] + 10, 0.9]], np.float32)
+        assert associate(Detections(faces=face, bodies=body), 1000, 1000, 8)[0].body_detected is True, centre
+    # keypoints seen at 0.6: a face at keypoint_score 0.5, none at 0.7
+    kp = np.zeros((1, 17, 3), np.float32)
+    kp[0, :5] = [[150, 130, 0.6], [140, 120, 0.6], [160, 120, 0.6], [130, 125, 0.6], [170, 125, 0.6]]
+    det = Detections(bodies=body, keypoints=kp)
+    low = associate(det, 1000, 1000, 8, keypoint_score=0.5)[0]
+    assert low.face_source == "keypoints" and low.face is not None and low.face_detected is True
+    high = associate(det, 1000, 1000, 8, keypoint_score=0.7)[0]
+    assert high.face_source == "estimated" and high.face is None and high.face_detected is False

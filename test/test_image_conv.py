@@ -166,3 +166,27 @@ def test_compressed_limits_and_formats():
     assert len(low["data"]) < len(high["data"]) / 2
     assert np.array_equal(cv2.imdecode(np.frombuffer(bgr_to_compressed(photo, "png")["data"], np.uint8), 1), photo)
     assert cv2.imdecode(np.frombuffer(high["data"], np.uint8), 1).shape == photo.shape
+
+
+def test_limits_are_inclusive_and_messages_exact():
+    from types import SimpleNamespace
+
+    edge_h = Image(height=8192, width=1, encoding="mono8", step=1, data=bytes(8192))
+    assert image_to_bgr(edge_h).shape == (8192, 1, 3)  # exactly the limit: accepted
+    edge_w = Image(height=1, width=8192, encoding="mono8", step=8192, data=bytes(8192))
+    assert image_to_bgr(edge_w).shape == (1, 8192, 3)
+    wide = cv2.imencode(".png", np.zeros((1, 8192, 3), np.uint8))[1].tobytes()
+    assert compressed_to_bgr(CompressedImage(format="png", data=wide)).shape == (1, 8192, 3)
+    with pytest.raises(ImageError) as info:  # exactly the byte limit: read, then found undecodable
+        compressed_to_bgr(CompressedImage(format="jpeg", data=bytes(64 << 20)))
+    assert str(info.value) == "cannot decode compressed image (format 'jpeg')"
+    with pytest.raises(ImageError) as info:
+        compressed_to_bgr(CompressedImage(format="jpeg", data=b""))
+    assert str(info.value) == "empty compressed image"
+    with pytest.raises(ImageError) as info:  # any object with a data field; no format field: '?'
+        compressed_to_bgr(SimpleNamespace(data=b"\x00\x01\x02"))
+    assert str(info.value) == "cannot decode compressed image (format '?')"
+    with pytest.raises(KeyError):
+        bgr_to_compressed(PIXELS, "bmp")
+    assert bgr_to_compressed(PIXELS, "png")["data"][:4] == b"\x89PNG"
+    assert bgr_to_compressed(PIXELS, "jpg")["data"][:2] == b"\xff\xd8"

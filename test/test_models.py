@@ -373,3 +373,14 @@ def test_global_local_logits_normalise_each_vector_by_hand():
     assert torch.allclose(
         global_local_logits(torch.tensor(g), torch.tensor(patches), torch.tensor(text), 10), torch.tensor(all_patches)
     )
+
+
+def test_head_spec_round_trips_through_json():
+    import json
+
+    from ros_fer.head import Head
+
+    for model in (tiny("mlper"), tiny("zeroshot"), tiny("mpa-fer")):
+        head = model.head()
+        spec = json.loads(json.dumps(head.to_dict()))
+        assert spec["text_keys"] == list(head.text_keys) and Head.from_dict(spec) == head

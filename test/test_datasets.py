@@ -243,3 +243,44 @@ def test_face_only_configs_read_faces_and_mlper_reads_scenes():
         assert data["image_is_face"] is True and data.get("images", "aligned") == "aligned", name
     mlper = load_train_config("mlper_rafdb_vitl14")["data"]
     assert mlper["images"] == "original" and not mlper.get("image_is_face")
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_boxes_json_as_documented_and_wrapped(tmp_path, wrapped):
+    """boxes.json written the way the README documents it (a flat mapping), and wrapped as make_synthetic
+    writes it; keys matching no image are counted."""
+    for name in ("a", "b"):
+        image(tmp_path / "test" / "happy" / f"{name}.png")
+    boxes = {
+        "test/happy/a.png": {"face": [10, 5, 30, 25], "body": [0, 0, 60, 48]},
+        "test/happy/b.png": {"face": [1.5, 2.5, 20.5, 22.5]},
+        "test/happy/gone.png": {"face": [1, 1, 5, 5]},
+    }
+    (tmp_path / "boxes.json").write_text(json.dumps({"boxes": boxes} if wrapped else boxes))
+    split = load_split(
+        {"dataset": "folder", "root": str(tmp_path), "labels": "basic7"}, "test", load_label_set("basic7")
+    )
+    by_name = {s.path.name: s for s in split.samples}
+    assert by_name["a.png"].face == [10, 5, 30, 25] and by_name["a.png"].body == [0, 0, 60, 48]
+    assert by_name["b.png"].face == [1.5, 2.5, 20.5, 22.5] and by_name["b.png"].body is None
+    assert split.skipped["boxes.json entries matching no image"] == 1 and "matching no image" in split.summary()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[1, 2]", "expected a mapping from image path to {face, body} boxes, got list"),
+        ('{"test/happy/a.png": [1, 2, 3, 4]}', "'test/happy/a.png': expected {\"face\""),
+        ('{"test/happy/a.png": {"face": [1, 2, 3]}}', "'test/happy/a.png' face: expected four numbers"),
+        ('{"test/happy/a.png": {"body": [5, 2, 3, 9]}}', "with x2 > x1 and y2 > y1, got \\[5, 2, 3, 9\\]"),
+        ('{"test/happy/a.png": {"face": ["1", 2, 3, 4]}}', "face: expected four numbers"),
+        ('{"test/happy/a.png": {"eyes": [1, 2, 3, 4]}}', 'expected {"face"'),
+        ("{not json", "not readable JSON"),
+    ],
+)
+def test_bad_boxes_json_names_the_file_and_the_key(tmp_path, content, message):
+    image(tmp_path / "test" / "happy" / "a.png")
+    (tmp_path / "boxes.json").write_text(content)
+    with pytest.raises(DataError, match=message) as info:
+        load_split({"dataset": "folder", "root": str(tmp_path), "labels": "basic7"}, "test", load_label_set("basic7"))
+    assert str(tmp_path / "boxes.json") in str(info.value)

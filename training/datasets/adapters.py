@@ -139,13 +139,13 @@ def ferplus(root: Path, split: str, labels: LabelSet, on_missing: str = "skip", 
 def folders(root: Path, split: str, labels: LabelSet, val_fraction: float = 0.0, seed: int = 0, **_) -> Split:
     """Class-per-folder: <root>/<split>/<class>/*.jpg (CAER-S, FED-RO, the synthetic set, your own data).
     Without a <root>/val folder, val is held out of train (val_fraction). <root>/boxes.json, if present,
-    gives face and body boxes per image (relative path -> {face, body})."""
+    gives face and body boxes per image (`read_boxes_json`); entries that match no image are counted."""
     hold_out = split in ("train", "val") and not (root / "val").is_dir()
     if hold_out and split == "val" and val_fraction <= 0:
         raise DataError(f"{root} has no val folder; set data.val_fraction to hold validation images out of train")
     base = require(root / ("train" if hold_out else split), f"{split} folder")
-    boxes = json.loads((root / "boxes.json").read_text())["boxes"] if (root / "boxes.json").is_file() else {}
-    samples, skipped = [], Counter()
+    boxes = read_boxes_json(root / "boxes.json") if (root / "boxes.json").is_file() else {}
+    samples, skipped, used = [], Counter(), set()
     for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
         key = emotion_key(class_dir.name, str(class_dir))
         if key not in labels.classes:
@@ -155,11 +155,50 @@ def folders(root: Path, split: str, labels: LabelSet, val_fraction: float = 0.0,
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 skipped[f"not an image ({path.suffix or 'no suffix'})"] += 1
                 continue
-            b = boxes.get(str(path.relative_to(root)), {})
+            rel = path.relative_to(root).as_posix()
+            b = boxes.get(rel, {})
+            if b:
+                used.add(rel)
             samples.append(Sample(path, labels.index(key), b.get("face"), b.get("body")))
+    in_this_split = [k for k in boxes if k.split("/", 1)[0] == base.name]
+    if unmatched := sum(1 for k in in_this_split if k not in used):
+        skipped["boxes.json entries matching no image"] += unmatched
     if hold_out and val_fraction > 0:
         samples = _hold_out(samples, val_fraction, seed, split)
     return Split(split, labels, samples, skipped)
+
+
+def read_boxes_json(path: Path) -> dict[str, dict]:
+    """<root>/boxes.json: a mapping from an image's path relative to the root (`train/happy/001.jpg`) to
+    {"face": [x1, y1, x2, y2], "body": [x1, y1, x2, y2]} in pixels, either box optional. The same mapping
+    wrapped as {"boxes": {...}} (what make_synthetic.py writes, with a "detector" note) is read too. Anything
+    else is an error naming the file, the key and what was expected."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not readable JSON ({exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("boxes"), dict):
+        data = data["boxes"]
+    if not isinstance(data, dict):
+        raise DataError(
+            f"{path}: expected a mapping from image path to {{face, body}} boxes, got {type(data).__name__}"
+        )
+    out = {}
+    for key, entry in data.items():
+        if not isinstance(entry, dict) or not set(entry) <= {"face", "body", "size"}:
+            raise DataError(f'{path}: {key!r}: expected {{"face": [x1, y1, x2, y2], "body": [...]}}, got {entry!r}')
+        for which in ("face", "body"):
+            box = entry.get(which)
+            if box is None:
+                continue
+            ok = isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+            if not ok or not (box[2] > box[0] and box[3] > box[1]):
+                raise DataError(
+                    f"{path}: {key!r} {which}: expected four numbers [x1, y1, x2, y2] with x2 > x1 and y2 > y1, "
+                    f"got {box!r}"
+                )
+        out[key.replace("\\", "/")] = {k: entry.get(k) for k in ("face", "body")}
+    return out
 
 
 def caers(root: Path, split: str, labels: LabelSet, seed: int = 0, **kw) -> Split:

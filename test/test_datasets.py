@@ -162,8 +162,13 @@ def test_fedro_and_cross_dataset_evaluation_with_an_occlusion_subset(tmp_path):
     happy, sad = result["labels"].index("happiness"), result["labels"].index("sadness")
     rows = result["all"]["confusion"]
     assert sum(rows[happy]) == 4 and sum(rows[sad]) == 3 and sum(map(sum, rows)) == 7  # rows: true classes
+    # a list the data set does not have: skipped and said; asked for explicitly: an error
+    skipped = evaluate(None, cfg, tmp_path / "eval2", data={**fedro, "occlusion": "missing.txt"})
+    assert "occlusion" not in skipped["subsets"] and "no list file" in skipped["skipped_subsets"]["occlusion"]
     with pytest.raises(Exception, match="no list file"):
-        evaluate(None, cfg, tmp_path / "eval2", data={**fedro, "occlusion": "missing.txt"})
+        evaluate(
+            None, cfg, tmp_path / "eval3", data={**fedro, "occlusion": "missing.txt"}, required_subsets=("occlusion",)
+        )
 
 
 def bus(tmp_path: Path, split: str = "test") -> tuple[Path, np.ndarray]:
@@ -284,3 +289,20 @@ def test_bad_boxes_json_names_the_file_and_the_key(tmp_path, content, message):
     with pytest.raises(DataError, match=message) as info:
         load_split({"dataset": "folder", "root": str(tmp_path), "labels": "basic7"}, "test", load_label_set("basic7"))
     assert str(tmp_path / "boxes.json") in str(info.value)
+
+
+def test_evaluate_command_skips_missing_subsets_unless_asked(tmp_path, capsys):
+    """The synthetic config names an occlusion list; a user's own data has none: evaluate.py says it skipped
+    the subset and succeeds. Asked for on the command line, the missing list is an error."""
+    from training.evaluate import main
+
+    for cls in ("Happy", "Sad"):
+        for i in range(3):
+            image(tmp_path / "test" / cls / f"{i}.jpg")
+    common = ["--config", "synthetic_mlper_tiny", f"data.root={tmp_path}", "--out", str(tmp_path / "eval")]
+    assert main(common) == 0
+    out = capsys.readouterr()
+    summary = json.loads(out.out.strip().splitlines()[-1])  # the last line: the summary
+    assert "evaluate: occlusion subset skipped: no list file" in out.err and summary["n"] == 6
+    assert main([*common, "data.occlusion=occlusion_list.txt"]) == 2
+    assert "evaluate: error: data.occlusion: no list file" in capsys.readouterr().err

@@ -98,7 +98,17 @@ def plot_tsne(features: np.ndarray, y: np.ndarray, classes: list[str], path: Pat
     plt.close(fig)
 
 
-def evaluate(checkpoint: str | None, cfg: dict, out: Path, split: str = "test", data: dict | None = None) -> dict:
+def evaluate(
+    checkpoint: str | None,
+    cfg: dict,
+    out: Path,
+    split: str = "test",
+    data: dict | None = None,
+    required_subsets: tuple[str, ...] = (),
+) -> dict:
+    """Accuracy, mean class accuracy, per class, the confusion matrix, and the occlusion / pose subsets whose
+    list files exist. A subset whose list is missing is skipped and said in `skipped_subsets`, unless it is in
+    `required_subsets` (asked for on the command line): then it is an error."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = (
         load_model(checkpoint, device=device)
@@ -133,6 +143,7 @@ def evaluate(checkpoint: str | None, cfg: dict, out: Path, split: str = "test", 
         "unmapped_classes": unknown,
         "all": metrics(y, pred, model_classes),
         "subsets": {},
+        "skipped_subsets": {},
     }
     names = [str(s.path.name) for s in test.samples]
     for subset in ("occlusion", "pose30", "pose45"):
@@ -140,7 +151,10 @@ def evaluate(checkpoint: str | None, cfg: dict, out: Path, split: str = "test", 
             listed = Path(data[subset]).expanduser()
             listed = listed if listed.is_absolute() or listed.is_file() else root / listed  # beside the data
             if not listed.is_file():
-                raise FerError(f"data.{subset}: no list file {listed}")
+                if subset in required_subsets:
+                    raise FerError(f"data.{subset}: no list file {listed}")
+                result["skipped_subsets"][subset] = f"no list file {listed}"
+                continue
             wanted = {line.split()[0] for line in listed.read_text().splitlines() if line.strip()}
             sel = np.array(
                 [n in wanted or Path(n).stem.replace("_aligned", "") in {Path(w).stem for w in wanted} for n in names]
@@ -175,11 +189,14 @@ def main(argv=None) -> int:
 
             path = resolve_config(args.data if args.data.endswith(".yaml") else f"data/{args.data}.yaml")
             data = {**load_yaml(path.read_text())["data"], **cfg.get("data_override", {})}
-        result = evaluate(args.checkpoint, cfg, Path(args.out), args.split, data)
+        asked = tuple(k.split("=", 1)[0].removeprefix("data.") for k in args.overrides if k.startswith("data."))
+        result = evaluate(args.checkpoint, cfg, Path(args.out), args.split, data, asked)
     except FerError as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
     summary = {k: result["all"][k] for k in ("n", "accuracy", "mean_class_accuracy")}
+    for subset, why in result["skipped_subsets"].items():
+        print(f"evaluate: {subset} subset skipped: {why}", file=sys.stderr)
     print(json.dumps({**summary, "subsets": {k: v["accuracy"] for k, v in result["subsets"].items()}, "out": args.out}))
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -74,7 +75,7 @@ def fill_boxes(split: Split, root: Path, progress=None, data: dict | None = None
         return counts
     detector = box_detector(data)
     for line in getattr(detector, "warnings", ()):
-        (log or print)(f"boxes: {line}")
+        (log or (lambda m: print(m, file=sys.stderr)))(f"boxes: {line}")
     ident = _identity(detector)
     cache_file = root / ".ros_fer_boxes" / (hashlib.sha1(ident.encode()).hexdigest()[:12] + ".json")
     cache = json.loads(cache_file.read_text())["boxes"] if cache_file.is_file() else {}

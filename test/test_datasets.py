@@ -304,5 +304,6 @@ def test_evaluate_command_skips_missing_subsets_unless_asked(tmp_path, capsys):
     out = capsys.readouterr()
     summary = json.loads(out.out.strip().splitlines()[-1])  # the last line: the summary
     assert "evaluate: occlusion subset skipped: no list file" in out.err and summary["n"] == 6
+    assert "evaluate: 6 images, accuracy" in out.err and str(tmp_path / "eval" / "results.json") in out.err
     assert main([*common, "data.occlusion=occlusion_list.txt"]) == 2
     assert "evaluate: error: data.occlusion: no list file" in capsys.readouterr().err

@@ -55,6 +55,7 @@ def train(out: Path, args: list[str], *extra: str) -> None:
         env=ENV,
     )
     assert res.returncode == 0, res.stderr[-2000:]
+    assert f"logs {out / 'log.csv'}" in res.stderr and "train: done in" in res.stderr  # where things went
 
 
 def weights(path: Path) -> dict:

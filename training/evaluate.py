@@ -198,6 +198,13 @@ def main(argv=None) -> int:
     for subset, why in result["skipped_subsets"].items():
         print(f"evaluate: {subset} subset skipped: {why}", file=sys.stderr)
     print(json.dumps({**summary, "subsets": {k: v["accuracy"] for k, v in result["subsets"].items()}, "out": args.out}))
+    acc, mca = result["all"]["accuracy"], result["all"]["mean_class_accuracy"]
+    print(
+        f"evaluate: {summary['n']} images, accuracy {acc if acc is None else round(acc, 4)}, mean class accuracy "
+        f"{mca if mca is None else round(mca, 4)}; results in {Path(args.out) / 'results.json'}, "
+        f"{Path(args.out) / 'confusion.png'}",
+        file=sys.stderr,
+    )
     return 0
 
 

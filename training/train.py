@@ -32,8 +32,16 @@ def main(argv=None) -> int:
     except FerError as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 2
-    if result.get("out"):
+    if result.get("out"):  # rank 0 (under torchrun every rank returns)
         print(json.dumps(result))
+        run = Path(result["out"])
+        best = run / "best.safetensors"
+        print(
+            f"train: done in {result['seconds']:.0f} s, best validation accuracy {result['best_acc']:.4f} "
+            f"(epoch {result['best_epoch'] + 1}); checkpoints {best if best.is_file() else run / 'last.safetensors'}, "
+            f"logs {run / 'log.csv'}, {run / 'val.csv'}",
+            file=sys.stderr,
+        )
     return 0
 
 

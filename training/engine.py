@@ -26,15 +26,19 @@ from .datasets.multilevel import MultiLevelCrops, fill_boxes
 
 
 @torch.no_grad()
-def predict(model: FerModel, dataset, batch: int, device, amp_dtype=None, workers: int = 0):
-    """Predicted classes [N] and image features [N, F] over a dataset of (crops, label), in order."""
+def predict(model: FerModel, dataset, batch: int, device, amp_dtype=None, workers: int = 0, probs: list | None = None):
+    """Predicted classes [N] and image features [N, F] over a dataset of (crops, label), in order; the class
+    probabilities [N, C] are appended to `probs` when a list is given."""
     model.eval()
     text = model.text_features()
     preds, feats = [], []
     for x, _ in DataLoader(dataset, batch_size=max(1, batch), num_workers=workers):
         with torch.autocast(torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
             image = model.encode_image(x.to(device))
-            preds.append(model.classify(image, text).argmax(-1).cpu())
+            logits = model.classify(image, text)
+            preds.append(logits.argmax(-1).cpu())
+        if probs is not None:
+            probs.append(logits.float().softmax(-1).cpu())
         f = image.get("global", image.get("levels"))
         feats.append(f.reshape(len(x), -1).float().cpu())
     return torch.cat(preds).numpy(), torch.cat(feats).numpy()

@@ -9,7 +9,9 @@ lists; cross-dataset by pointing --data at another data set (classes matched by 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -130,7 +132,9 @@ def evaluate(
     fill_boxes(test, root, data=data)
     bb = model.backbone
     dataset = MultiLevelCrops(test.samples, model.levels, bb.image_size, bb.mean, bb.std)
-    pred, feats = predict(model, dataset, int(cfg["train"].get("batch_size", 32)), device)
+    probs: list[torch.Tensor] = []
+    pred, feats = predict(model, dataset, int(cfg["train"].get("batch_size", 32)), device, probs=probs)
+    prob = torch.cat(probs).numpy() if probs else np.zeros((0, len(model_classes)))
     y = np.array([s.label for s in test.samples])
     out.mkdir(parents=True, exist_ok=True)
     result = {
@@ -145,6 +149,12 @@ def evaluate(
         "subsets": {},
         "skipped_subsets": {},
     }
+    with open(out / "predictions.csv", "w", newline="") as fh:  # per image: what the model said
+        writer = csv.writer(fh)
+        writer.writerow(["image", "label", "predicted", *(f"p_{c}" for c in model_classes)])
+        for sample, truth, guess, p in zip(test.samples, y, pred, prob, strict=True):
+            row = [os.path.relpath(sample.path, root), model_classes[truth], model_classes[int(guess)]]
+            writer.writerow([*row, *(f"{v:.6f}" for v in p)])
     names = [str(s.path.name) for s in test.samples]
     for subset in ("occlusion", "pose30", "pose45"):
         if data.get(subset):
@@ -202,7 +212,7 @@ def main(argv=None) -> int:
     print(
         f"evaluate: {summary['n']} images, accuracy {acc if acc is None else round(acc, 4)}, mean class accuracy "
         f"{mca if mca is None else round(mca, 4)}; results in {Path(args.out) / 'results.json'}, "
-        f"{Path(args.out) / 'confusion.png'}",
+        f"{Path(args.out) / 'predictions.csv'}, {Path(args.out) / 'confusion.png'}",
         file=sys.stderr,
     )
     return 0

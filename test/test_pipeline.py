@@ -242,3 +242,100 @@ def test_json_of_a_frame_written_out_by_hand():
     assert second["face_box"] is None and second["keypoints"] is None and second["face_source"] == "estimated"
     assert second["valence"] is None and second["arousal"] is None  # NaN: no mapping
     assert second["scores"] == [0.2, 0.8] and second["confidence"] == 0.8 and second["track_id"] == 1
+
+
+def test_frames_are_checked_and_turned_to_rgb_by_hand():
+    from ros_fer.pipeline import MAX_PIXELS
+
+    bgr = np.zeros((2, 3, 3), np.uint8)
+    bgr[..., 0] = 255  # blue
+    assert as_rgb(bgr, "bgr")[0, 0].tolist() == [0, 0, 255] and as_rgb(bgr, "rgb")[0, 0].tolist() == [255, 0, 0]
+    assert as_rgb(np.full((2, 3), 7, np.uint8), "bgr").shape == (2, 3, 3)
+    with pytest.raises(InputShapeError) as info:
+        as_rgb(np.zeros((2, 3, 3), np.float32), "bgr")
+    assert str(info.value) == "frame must be a uint8 numpy array, got float32"
+    with pytest.raises(InputShapeError) as info:
+        as_rgb([[1, 2]], "bgr")
+    assert str(info.value) == "frame must be a uint8 numpy array, got <class 'list'>"
+    for shape in ((2, 3, 4), (0, 3, 3), (2, 0, 3), (2, 3, 3, 1)):
+        with pytest.raises(InputShapeError, match=r"frame must be H x W x 3 \(or H x W\), got"):
+            as_rgb(np.zeros(shape, np.uint8), "bgr")
+    side = int(MAX_PIXELS**0.5)
+    tall = np.lib.stride_tricks.as_strided(np.zeros(3, np.uint8), (side + 1, side, 3), (0, 0, 1))
+    with pytest.raises(InputShapeError) as info:
+        as_rgb(tall, "bgr")
+    assert str(info.value) == f"frame of {side}x{side + 1} pixels is larger than the {MAX_PIXELS} allowed"
+    at_limit = np.lib.stride_tricks.as_strided(np.zeros(3, np.uint8), (side, side, 3), (0, 0, 1))
+    assert as_rgb(at_limit, "rgb").shape == (side, side, 3)  # exactly the limit: accepted
+
+
+def test_pipeline_parameters_reach_their_parts_and_untracked_results(tmp_path):
+    import time
+
+    params = tiny_params(
+        tmp_path,
+        max_persons=1,
+        keypoint_score=0.7,
+        smoothing=0.3,
+        hysteresis=0.2,
+        unknown_threshold=0.25,
+        track_buffer=7,
+        valence_arousal=False,
+        detector="opencv",
+        detector_max_side=1080,
+    )
+    pipeline = Pipeline.from_params(params)
+    assert pipeline.max_persons == 1 and pipeline.keypoint_score == 0.7 and pipeline.valence is None
+    t = pipeline.tracker
+    assert (t.alpha, t.hysteresis, t.threshold, t.buffer) == (0.3, 0.2, 0.25, 7)
+    assert isinstance(pipeline.detector, OpenCVDetector)
+    frame = photo("bus.jpg")
+    start = time.perf_counter()
+    result = pipeline.process(frame, color="rgb")
+    elapsed = (time.perf_counter() - start) * 1e3
+    assert len(result.persons) == 1 and np.isnan(result.persons[0].valence)  # max_persons, no mapping
+    stages = result.timings_ms
+    assert abs(sum(stages[k] for k in ("detect", "crops", "model", "track")) - stages["total"]) < 1e-6
+    assert 0.5 * elapsed <= stages["total"] <= elapsed  # milliseconds, of this very call
+    # without a tracker: this frame's own probabilities, its best class, no track
+    untracked = Pipeline(pipeline.detector, pipeline.runtime, max_persons=2, tracker=None)
+    people = untracked.process(frame, color="rgb").persons
+    assert len(people) == 2
+    for p in people:
+        best = int(np.argmax(p.raw_scores))
+        assert p.track_id == -1 and p.label == untracked.labels[best] and p.confidence == p.raw_scores[best]
+        assert p.scores is p.raw_scores and len(p.face_box) == 4 and len(p.body_box) == 4
+        assert (
+            p.face_detected is True
+            and p.body_detected is False
+            and p.notes == ["body derived from face (no body detector)"]
+        )
+        assert -1 <= p.valence <= 1  # valence_arousal defaults to on
+
+
+def test_pipeline_says_its_parts_warnings():
+    class Warned(OpenCVDetector):
+        warnings = ["detector: a line"]
+
+    from ros_fer.runtime import Runtime
+
+    runtime = Runtime(
+        backend=type("B", (), {"name": "onnxruntime", "device": "cpu"})(),
+        head=None,
+        text={},
+        labels=load_label_set_basic7(),
+        levels=("face",),
+        image_size=32,
+        description="",
+        warnings=["runtime: a line"],
+    )
+    pipeline = Pipeline(Warned(), runtime)
+    assert pipeline.warnings == ["runtime: a line", "detector: a line"] and pipeline.device_crops is False
+    with pytest.raises(ConfigError, match="device crops need the torch backend, not onnxruntime"):
+        Pipeline(Warned(), runtime, device_crops=True)
+
+
+def load_label_set_basic7():
+    from ros_fer.labels import load_label_set
+
+    return load_label_set("basic7")

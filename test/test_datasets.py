@@ -307,3 +307,9 @@ def test_evaluate_command_skips_missing_subsets_unless_asked(tmp_path, capsys):
     assert "evaluate: 6 images, accuracy" in out.err and str(tmp_path / "eval" / "results.json") in out.err
     assert main([*common, "data.occlusion=occlusion_list.txt"]) == 2
     assert "evaluate: error: data.occlusion: no list file" in capsys.readouterr().err
+    # --data: another data set's config (cross-dataset), here a user's YAML file with its own label set
+    other = tmp_path / "other.yaml"
+    other.write_text(f"data: {{dataset: folder, root: {tmp_path}, labels: caers}}\n")
+    assert main(["--config", "synthetic_mlper_tiny", "--data", str(other), "--out", str(tmp_path / "cross")]) == 0
+    cross = json.loads((tmp_path / "cross" / "results.json").read_text())
+    assert cross["dataset"] == "folder" and cross["all"]["n"] == 6 and cross["unmapped_classes"] == 0

@@ -121,6 +121,15 @@ def stop_node(proc: subprocess.Popen, report: dict) -> None:
     report["node_log_head"], report["node_log_tail"] = log[:3000], log[-4000:]
 
 
+def finish(probe: Node, proc: subprocess.Popen, report: dict, path: str) -> None:
+    """Stop the probe and the node (SIGINT, then kill), and write the report with the node's log."""
+    report["alive_at_end"] = proc.poll() is None
+    probe.destroy_node()
+    rclpy.try_shutdown()
+    stop_node(proc, report)
+    Path(path).write_text(json.dumps(report, indent=2))
+
+
 def bundle_scenario(args) -> int:
     """An exported model folder, compressed (JPEG) frames, max_rate 2 Hz, and the debug image drawn only
     while someone subscribes."""
@@ -201,12 +210,8 @@ def bundle_scenario(args) -> int:
         report["emotion_by_stamp"] = {
             str(stamp_ns(m)): [person_fields(p) for p in m.persons] for m in received if m.persons
         }
-        report["alive_at_end"] = proc.poll() is None
     finally:
-        probe.destroy_node()
-        rclpy.try_shutdown()
-        stop_node(proc, report)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        finish(probe, proc, report, args.json)
     return 0
 
 
@@ -335,12 +340,8 @@ def main() -> int:
         report["debug_images"] = probe.debug_images
         statuses = [s for d in probe.diagnostics for s in d.status if "fer_node" in s.name]
         report["diagnostics"] = {s.key: s.value for s in statuses[-1].values} if statuses else {}
-        report["alive_at_end"] = proc.poll() is None
     finally:
-        probe.destroy_node()
-        rclpy.try_shutdown()
-        stop_node(proc, report)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        finish(probe, proc, report, args.json)
     return 0
 
 

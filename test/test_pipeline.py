@@ -339,3 +339,17 @@ def load_label_set_basic7():
     from ros_fer.labels import load_label_set
 
     return load_label_set("basic7")
+
+
+def test_colour_order_and_tracks_across_frames(tmp_path):
+    pipeline = Pipeline.from_params(tiny_params(tmp_path, detector="opencv"))
+    rgb = photo("zidane.jpg")
+    first = pipeline.process(rgb[:, :, ::-1].copy(), color="bgr").persons  # the same frame, given as BGR
+    pipeline.reset()
+    same = pipeline.process(rgb, color="rgb").persons
+    assert len(first) == len(same) >= 1
+    np.testing.assert_allclose(first[0].raw_scores, same[0].raw_scores, atol=1e-6)
+    later = pipeline.process(rgb, color="rgb").persons  # the tracker follows the person to the next frame
+    assert later[0].track_id == same[0].track_id >= 1
+    swapped = pipeline.process(rgb[:, :, ::-1].copy(), color="rgb").persons  # wrong order: other scores
+    assert np.abs(swapped[0].raw_scores - same[0].raw_scores).max() > 1e-4

@@ -328,7 +328,8 @@ def test_faces_on_the_body_edges_and_the_keypoint_threshold():
     body = np.array([[100, 100, 200, 400, 0.9]], np.float32)
     for centre in ((100, 120), (200, 120), (150, 100), (150, 250)):  # on the left, right, top, half-height edge
         face = np.array([[centre[0] - 10, centre[1] - 10, centre[0] + 10, centre[1] + 10, 0.9]], np.float32)
-        assert associate(Detections(faces=face, bodies=body), 1000, 1000, 8)[0].body_detected is True, centre
+        persons = associate(Detections(faces=face, bodies=body), 1000, 1000, 8)
+        assert len(persons) == 1 and persons[0].body_detected is True, centre  # joined: one person, not two
     # keypoints seen at 0.6: a face at keypoint_score 0.5, none at 0.7
     kp = np.zeros((1, 17, 3), np.float32)
     kp[0, :5] = [[150, 130, 0.6], [140, 120, 0.6], [160, 120, 0.6], [130, 125, 0.6], [170, 125, 0.6]]

@@ -384,3 +384,51 @@ def test_head_spec_round_trips_through_json():
         head = model.head()
         spec = json.loads(json.dumps(head.to_dict()))
         assert spec["text_keys"] == list(head.text_keys) and Head.from_dict(spec) == head
+
+
+def test_mpa_fer_token_alignment_on_prompt_embeddings_by_hand(targets):
+    """The default token-level alignment compares token embeddings before the text encoder: per prompt, the
+    mean embedding between the start and end tokens (the soft prompts' learnable context included), each hard
+    prompt picking its own class among the soft prompts at temperature τ."""
+    import open_clip
+
+    model = tiny("mpa-fer", global_local=False, prototype_alignment=False)
+    assert model.token_level == "embedding"
+    emb = model.clip.token_embedding.weight.detach()
+    tok = open_clip.get_tokenizer("tiny-random")
+
+    def mean_between(ids, ctx=None):
+        end = int(ids.argmax())
+        vectors = [emb[i] for i in ids[1:end]]
+        if ctx is not None:  # the soft prompt: the n_ctx placeholder tokens are the learnable context
+            vectors = list(ctx) + vectors[len(ctx) :]
+        return torch.stack(vectors).mean(0)
+
+    hard_texts, hard_class = [], []
+    for c, emotion in enumerate(model.labels.emotions):
+        for text in model.prompts.hard_prompts(emotion):
+            hard_texts.append(text)
+            hard_class.append(c)
+    hard = torch.stack([mean_between(ids) for ids in tok(hard_texts)])
+    soft = torch.stack([mean_between(ids, model.ctx.detach()) for ids in model.soft_tokens])
+    sim = F.normalize(hard, dim=-1) @ F.normalize(soft, dim=-1).t() / model.tau
+    expected = F.cross_entropy(sim, torch.tensor(hard_class))
+    out = model(random_crops(model), targets)
+    assert torch.allclose(out.extras["t.token"], expected, atol=1e-5)
+    # the gradient of the token term reaches the learnable context directly (no text encoder in between)
+    model.zero_grad()
+    from ros_fer.models.mpa_fer import mean_token_embedding, token_alignment
+
+    loss = token_alignment(
+        mean_token_embedding(model.soft_embeddings(), model.soft_tokens),
+        model.hard_embeddings,
+        model.hard_class,
+        model.tau,
+    )
+    loss.backward()
+    assert model.ctx.grad is not None and model.ctx.grad.abs().sum() > 0
+    encoder = tiny("mpa-fer", global_local=False, prototype_alignment=False, token_alignment="encoder")
+    token, _ = soft_hard_alignment(encoder.soft_text_features(), encoder.hard_features, encoder.hard_class, encoder.tau)
+    assert torch.allclose(encoder(random_crops(encoder), targets).extras["t.token"], token, atol=1e-5)
+    with pytest.raises(ConfigError, match="embedding or encoder"):
+        tiny("mpa-fer", token_alignment="tokens")

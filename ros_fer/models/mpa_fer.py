@@ -14,22 +14,39 @@ from ..prompts import HardPrompts
 from .base import FerModel, Output
 
 
-def soft_hard_alignment(
-    soft: torch.Tensor, hard: torch.Tensor, hard_class: torch.Tensor, tau: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(token-level contrastive loss, prompt-level L1 loss) between soft [C, D] and hard [M, D] prompts.
-
-    Contrastive: each hard prompt t*_d picks its class's soft prompt among all classes,
-    P(d | t*_d) = exp(sim(t_d, t*_d)/τ) / Σ_c exp(sim(t_c, t*_d)/τ). L1: ||t_c - mean hard_c||_1 per class,
-    averaged over classes, the mean of its hard features normalised. Features are L2-normalised first.
-    """
-    # float32: under autocast the soft features arrive in bf16/fp16 while the hard ones are fp32 buffers
+def token_alignment(soft: torch.Tensor, hard: torch.Tensor, hard_class: torch.Tensor, tau: float) -> torch.Tensor:
+    """Token-level contrastive loss: each hard prompt t*_d picks its class's soft prompt among all classes,
+    P(d | t*_d) = exp(sim(t_d, t*_d)/τ) / Σ_c exp(sim(t_c, t*_d)/τ), on L2-normalised soft [C, D] and hard [M, D]
+    vectors (token embeddings or encoder features, `token_alignment` in the config)."""
+    # float32: under autocast the soft side arrives in bf16/fp16 while the hard one is an fp32 buffer
     soft, hard = F.normalize(soft.float(), dim=-1), F.normalize(hard.float(), dim=-1)
-    contrastive = F.cross_entropy(hard @ soft.t() / tau, hard_class)
+    return F.cross_entropy(hard @ soft.t() / tau, hard_class)
+
+
+def prompt_alignment(soft: torch.Tensor, hard: torch.Tensor, hard_class: torch.Tensor) -> torch.Tensor:
+    """Prompt-level L1: ||t_c - mean hard_c||_1 per class, averaged over classes, on L2-normalised encoder
+    features (the mean of a class's hard features normalised again)."""
+    soft, hard = F.normalize(soft.float(), dim=-1), F.normalize(hard.float(), dim=-1)
     counts = torch.bincount(hard_class, minlength=soft.shape[0]).clamp(min=1).unsqueeze(1)
     hard_mean = torch.zeros_like(soft).index_add_(0, hard_class, hard) / counts
     # L1 norm per prompt, averaged over prompts (F.l1_loss would also average over the D dimensions: D x smaller)
-    return contrastive, (soft - F.normalize(hard_mean, dim=-1)).abs().sum(dim=-1).mean()
+    return (soft - F.normalize(hard_mean, dim=-1)).abs().sum(dim=-1).mean()
+
+
+def soft_hard_alignment(
+    soft: torch.Tensor, hard: torch.Tensor, hard_class: torch.Tensor, tau: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token-level contrastive loss, prompt-level L1 loss), both on encoder features [C, D] and [M, D]."""
+    return token_alignment(soft, hard, hard_class, tau), prompt_alignment(soft, hard, hard_class)
+
+
+def mean_token_embedding(embeds: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The mean of a prompt's token embeddings [N, L, W] between the start token and the end token (both left
+    out): [N, W]. The end token is the highest id in CLIP's vocabulary, so argmax finds it."""
+    end = tokens.argmax(dim=-1, keepdim=True)
+    position = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)
+    inside = ((position > 0) & (position < end)).to(embeds.dtype).unsqueeze(-1)
+    return (embeds * inside).sum(dim=1) / inside.sum(dim=1).clamp(min=1)
 
 
 def prototype_loss(
@@ -86,9 +103,17 @@ class MPAFER(FerModel):
             texts = prompts.hard_prompts(emotion)
             hard_texts += texts
             hard_class += [c] * len(texts)
+        hard_tokens = backbone.tokenize(hard_texts)
         with torch.no_grad():
-            hard = self.clip.encode_text(backbone.tokenize(hard_texts))
+            hard = self.clip.encode_text(hard_tokens)
+            hard_embeds = mean_token_embedding(self.clip.token_embedding(hard_tokens), hard_tokens)
         self.register_buffer("hard_features", F.normalize(hard, dim=-1))
+        # token_alignment: embedding (default) aligns the soft prompts' token embeddings, before the text
+        # encoder, with the hard prompts' (the public descriptions); encoder aligns the encoded features.
+        self.token_level = config.get("token_alignment", "embedding")
+        if self.token_level not in ("embedding", "encoder"):
+            raise ConfigError(f"mpa-fer token_alignment must be embedding or encoder, got {self.token_level!r}")
+        self.register_buffer("hard_embeddings", hard_embeds, persistent=False)  # frozen embeddings: rebuilt at load
         self.register_buffer("hard_class", torch.tensor(hard_class, dtype=torch.long, device=hard.device))
         dim = backbone.embed_dim
         self.register_buffer("proto_sum", torch.zeros(len(labels), dim, device=hard.device))
@@ -99,12 +124,15 @@ class MPAFER(FerModel):
         self.online_prototypes = mode == "online"
 
     # -- text side -------------------------------------------------------------------------
-    def soft_text_features(self) -> torch.Tensor:
+    def soft_embeddings(self) -> torch.Tensor:
+        """The soft prompts' token embeddings [C, L, W]: [SOS] ctx_1..ctx_n <class phrase> [EOS]."""
         tokens = self.soft_tokens
         embeds = self.clip.token_embedding(tokens)
         ctx = self.ctx.to(embeds.dtype).unsqueeze(0).expand(tokens.shape[0], -1, -1)
-        embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + self.n_ctx :]], dim=1)
-        return encode_text_tokens(self.clip, tokens, embeds)[0]
+        return torch.cat([embeds[:, :1], ctx, embeds[:, 1 + self.n_ctx :]], dim=1)
+
+    def soft_text_features(self) -> torch.Tensor:
+        return encode_text_tokens(self.clip, self.soft_tokens, self.soft_embeddings())[0]
 
     @torch.no_grad()
     def text_features(self) -> dict[str, torch.Tensor]:
@@ -156,7 +184,12 @@ class MPAFER(FerModel):
         w = self.weights
         out.losses["vt"] = w["vt"] * F.cross_entropy(logits, targets)
         if self.use["soft_hard_alignment"]:
-            token, prompt = soft_hard_alignment(soft, self.hard_features, self.hard_class, self.tau)
+            if self.token_level == "embedding":
+                soft_tokens = mean_token_embedding(self.soft_embeddings(), self.soft_tokens)
+                token = token_alignment(soft_tokens, self.hard_embeddings, self.hard_class, self.tau)
+            else:
+                token = token_alignment(soft, self.hard_features, self.hard_class, self.tau)
+            prompt = prompt_alignment(soft, self.hard_features, self.hard_class)
             out.losses["t"] = w["t"] * (token + prompt)
             out.extras.update({"t.token": token.detach(), "t.prompt": prompt.detach()})
         if self.use["prototype_alignment"]:

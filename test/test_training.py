@@ -460,3 +460,20 @@ def test_own_data_chain_from_folders_to_the_exported_model(tmp_path):
         scores = frame["persons"][0]["scores"]
         assert labels[int(np.argmax(scores))] == predicted[image], image
         np.testing.assert_allclose(scores, probability[image], atol=2e-4)  # the JSON rounds to 4 decimals
+
+
+def test_full_train_split_trains_on_train_and_validation_images(synthetic, tmp_path):
+    """The papers' final protocol: the whole train split (validation images included) for a chosen epoch
+    count, no validation, best.safetensors the last epoch."""
+    base = quiet(["train.epochs=1", "train.batch_size=32", "train.max_steps=0"], synthetic)
+    normal = Trainer(load_train_config("synthetic_mlper_tiny", base), tmp_path / "n", log=lambda *_: None)
+    n_train, n_val = len(normal.train_split.samples), len(normal.val_split.samples)
+    assert n_val > 0
+    cfg = load_train_config("synthetic_mlper_tiny", [*base, "train.full_train_split=true"])
+    full = Trainer(cfg, tmp_path / "f", log=lambda *_: None)
+    assert len(full.train_split.samples) == n_train + n_val and full.val_split.samples == []
+    result = full.fit()
+    assert result["full_train_split"] and result["best_epoch"] == 0 and result["best_acc"] == -1.0
+    assert not (tmp_path / "f" / "val.csv").exists()
+    best, last = weights(tmp_path / "f" / "best.safetensors"), weights(tmp_path / "f" / "last.safetensors")
+    assert all(torch.equal(best[k], last[k]) for k in best)

@@ -141,6 +141,12 @@ class Trainer:
         data = cfg["data"]
         self.train_split = load_split(data, "train", labels)
         self.val_split = load_split(data, "val", labels)
+        # The papers' final runs: the whole train split (validation images included) for the epoch count a
+        # validation run chose (set train.epochs to it); no validation, best.safetensors = the last epoch.
+        self.full_train_split = bool(t.get("full_train_split", False))
+        if self.full_train_split:
+            self.train_split.samples = self.train_split.samples + self.val_split.samples
+            self.val_split.samples = []
         root = Path(data["root"]).expanduser()
         for split in (self.train_split, self.val_split):
             counts = fill_boxes(split, root, data=data, log=self.log) if self.rank == 0 else None
@@ -296,6 +302,12 @@ class Trainer:
             self.state["epoch"] += 1
             self.state["step_in_epoch"] = 0
             self.scheduler.step()
+            if self.full_train_split:  # nothing held out to choose by: the last epoch is the model
+                if self.rank == 0:
+                    self.state["best_epoch"] = epoch
+                    save_training_state(self.out, "best", self.model, self.optimizer, self.scheduler, self.state)
+                self._save("last")
+                continue
             acc = self.validate() if self.rank == 0 else 0.0
             if self.rank == 0:
                 self._log_row({"global_step": self.state["global_step"], "epoch": epoch, "val_acc": acc}, "val.csv")
@@ -328,6 +340,7 @@ class Trainer:
     def _finish(self, started: float, images: int) -> dict:
         seconds = time.perf_counter() - started
         result = {**self.state, "seconds": seconds, "images_per_s": images / max(seconds, 1e-9), "out": str(self.out)}
+        result["full_train_split"] = self.full_train_split
         if self.rank == 0:
             (self.out / "result.json").write_text(json.dumps(result, indent=2))
             if self.writer is not None:

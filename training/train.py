@@ -37,8 +37,15 @@ def main(argv=None) -> int:
         run = Path(result["out"])
         best = run / "best.safetensors"
         print(
-            f"train: done in {result['seconds']:.0f} s, best validation accuracy {result['best_acc']:.4f} "
-            f"(epoch {result['best_epoch'] + 1}); checkpoints {best if best.is_file() else run / 'last.safetensors'}, "
+            f"train: done in {result['seconds']:.0f} s, "
+            + (
+                "trained on the whole train split (no validation); "
+                if result.get("full_train_split")
+                else f"best validation accuracy {result['best_acc']:.4f} (epoch {result['best_epoch'] + 1}); "
+                if result["best_epoch"] >= 0
+                else f"stopped at step {result['global_step']}, before an epoch ended; "
+            )
+            + f"checkpoints {best if best.is_file() else run / 'last.safetensors'}, "
             f"logs {run / 'log.csv'}, {run / 'val.csv'}",
             file=sys.stderr,
         )

@@ -261,6 +261,14 @@ def main() -> int:
     try:
         # 1. discovery, then stamps round-trip: every answer carries the header of the frame it came from.
         report["discovered"] = spin_until(probe, lambda: probe.image_pub.get_subscription_count() > 0, 120)
+        # Best-effort camera QoS: a frame sent while discovery settles on both sides may be lost. Warm up
+        # until one answer comes back (bounded), then every frame must be answered.
+        for i in range(20):
+            probe.send(good, 1_000_000_000 * 50 + i)
+            if spin_until(probe, lambda: probe.received, 2.0):
+                break
+        spin_until(probe, lambda: False, 0.5)
+        probe.received.clear()
         sent = {}
         for i in range(10):
             stamp = 1_000_000_000 * (100 + i) + 123

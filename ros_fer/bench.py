@@ -16,7 +16,7 @@ import torch
 
 from . import __version__
 from .backends.image_side import dense_index
-from .crops import associate, crop_batch, crop_batch_tensor
+from .crops import associate, crop_batch
 from .detection import Detections
 from .machine import machine
 from .params import load_params
@@ -93,13 +93,10 @@ def run_bench(
         rgb = bgr[:, :, ::-1]
         det, t_det = _timed(pipeline.detector.detect, rgb)
         people = associate(known if boxes == "known" else det, FRAME[1], FRAME[0], persons, pipeline.keypoint_score)
-        if pipeline.device_crops:  # the frame crosses once, its crops are cut on the device (roi_align)
-            t = time.perf_counter()
-            batch = crop_batch_tensor(pipeline.upload_frame(rgb), people, rt.levels, rt.image_size)
-            _sync(device)
-            t_crop = (time.perf_counter() - t) * 1e3
-        else:
-            batch, t_crop = _timed(crop_batch, rgb, people, rt.levels, rt.image_size)
+        t = time.perf_counter()
+        batch = pipeline.crop(rgb, people)  # where the pipeline cuts them: device (upload included) or host
+        _sync(device)
+        t_crop = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
         feats = rt.backend.encode(batch.images, batch.index)
         _sync(device)

@@ -110,7 +110,6 @@ class Pipeline:
         if device_crops and backend.name != "torch":
             raise ConfigError(f"device crops need the torch backend, not {backend.name}")
         self.device_crops = device_crops
-        self._frame_buffer: torch.Tensor | None = None
         self.detector, self.runtime, self.max_persons, self.tracker = detector, runtime, max_persons, tracker
         # What the front doors say once at start: fall-backs taken while building the parts.
         self.warnings = [*runtime.warnings, *getattr(detector, "warnings", ())]
@@ -156,15 +155,16 @@ class Pipeline:
             return logits.float().softmax(dim=-1).cpu().numpy()
 
     def upload_frame(self, rgb: np.ndarray) -> torch.Tensor:
-        """The frame on the backend's device, through one pinned host buffer reused while the size holds."""
-        host = torch.from_numpy(np.ascontiguousarray(rgb))
-        device = torch.device(self.runtime.backend.device)
-        if device.type != "cuda":
-            return host
-        if self._frame_buffer is None or self._frame_buffer.shape != host.shape:
-            self._frame_buffer = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
-        self._frame_buffer.copy_(host)
-        return self._frame_buffer.to(device, non_blocking=True)
+        """The frame on the backend's device (device crops: a torch backend), through its pinned buffers."""
+        return self.runtime.backend.upload(rgb)
+
+    def crop(self, rgb: np.ndarray, persons: list[Person], frame_t: torch.Tensor | None = None) -> CropBatch:
+        """The frame's crops, cut where the pipeline chose once: on the device from the uploaded frame
+        (`frame_t`, uploaded here if not given), or on the host by OpenCV."""
+        if self.device_crops:
+            frame_t = self.upload_frame(rgb) if frame_t is None else frame_t
+            return crop_batch_tensor(frame_t, persons, self.runtime.levels, self.runtime.image_size)
+        return crop_batch(rgb, persons, self.runtime.levels, self.runtime.image_size)
 
     def process(self, frame: np.ndarray, color: str = "bgr") -> FrameResult:
         t0 = time.perf_counter()
@@ -180,10 +180,7 @@ class Pipeline:
         det = det if det is not None else self.detector.detect(rgb)
         t1 = time.perf_counter()
         persons = associate(det, h, w, self.max_persons, self.keypoint_score)
-        if frame_t is not None:
-            crops = crop_batch_tensor(frame_t, persons, self.runtime.levels, self.runtime.image_size)
-        else:
-            crops = crop_batch(rgb, persons, self.runtime.levels, self.runtime.image_size)
+        crops = self.crop(rgb, persons, frame_t)
         t2 = time.perf_counter()
         probs = self.scores(crops) if persons else np.zeros((0, len(self.labels)), np.float32)
         t3 = time.perf_counter()

@@ -38,8 +38,9 @@ class TorchBackend:
         self._graphs: dict[tuple, tuple] = {}
         self._pinned: dict[tuple, torch.Tensor] = {}
 
-    def _upload(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Host arrays cross once, through pinned memory; tensors already on the device stay where they are."""
+    def upload(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """`array` on this backend's device: host arrays cross once, through a pinned buffer kept per dtype and
+        shape (crops, indices, whole frames); tensors already on the device stay where they are."""
         if isinstance(array, torch.Tensor):
             return array.to(self.device, non_blocking=True)
         host = torch.from_numpy(np.ascontiguousarray(array))
@@ -76,7 +77,7 @@ class TorchBackend:
         crops, index = crops_and_index(crops, index)
         if len(index) == 0:
             return empty_outputs(self, crops, index)
-        x, i = self._upload(crops), self._upload(index)
+        x, i = self.upload(crops), self.upload(index)
         if self.cuda_graphs:
             graph, (static_crops, static_index), static_out = self._graph(tuple(x.shape), tuple(i.shape))
             static_crops.copy_(x)

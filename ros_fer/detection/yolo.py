@@ -89,10 +89,15 @@ def resolve_weights(weights: str) -> str:
     return str(fetch_weights(weights))
 
 
+def weights_digest(weights: str) -> str:
+    """What a weights file holds, for cache keys: its sha256 (16 hex digits); `builtin` for a *.yaml model."""
+    path = Path(weights)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "builtin"
+
+
 def _onnx_export(model, weights: str, imgsz: int) -> str:
     """ultralytics' ONNX export of `model`, made once per weights file and input size, cached in yolo_cache()."""
-    digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
-    target = yolo_cache() / f"{Path(weights).stem}.{digest}.{imgsz}.onnx"
+    target = yolo_cache() / f"{Path(weights).stem}.{weights_digest(weights)}.{imgsz}.onnx"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         made = Path(model.export(format="onnx", imgsz=imgsz, dynamic=False, simplify=False, verbose=False))
@@ -125,19 +130,24 @@ class YoloDetector:
         # CUDA: torch. CPU: onnxruntime by default, measured faster there (yolo11n-pose, 640x480, 2-core AMD
         # EPYC with AVX2: 83-90 ms against torch's 108-114 ms; README, detection figures).
         self.runtime = "torch" if str(device).startswith("cuda") else ("onnx" if runtime == "auto" else runtime)
-        self.weights_id = ""  # which weights, for caches of what this detector found (training boxes)
+        self.person_path = ""  # the resolved person weights (a file, or a *.yaml definition)
+        self._device_model = None  # the pose module on the frame's device, made at the first detect_tensor
         if person_weights:
-            self.person = self._load(YOLO, person_weights)
-            path = Path(resolve_weights(person_weights))
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "builtin"
-            self.weights_id = f"{path.name}@{digest}"
+            self.person, self.person_path = self._load(YOLO, person_weights)
         if face_weights:
-            self.face = self._load(YOLO, face_weights)
+            self.face, _ = self._load(YOLO, face_weights)
         self.pose = self.person is not None and self.person.task == "pose"
         self.warnings: list[str] = []
         self.name = f"yolo-{'pose' if self.pose else 'detect'}" + ("+face" if self.face is not None else "")
 
+    @property
+    def weights_id(self) -> str:
+        """Which person weights, for caches of what this detector found (training boxes): name@digest. Hashed
+        only when asked, never at start-up."""
+        return f"{Path(self.person_path).name}@{weights_digest(self.person_path)}" if self.person_path else ""
+
     def _load(self, yolo, weights: str):
+        """(the model, the weights it was loaded from)."""
         try:
             path = resolve_weights(weights)
         except WeightsUnavailableError as exc:
@@ -145,7 +155,7 @@ class YoloDetector:
         model = yolo(path)
         if self.runtime == "onnx" and path.endswith(".pt"):  # a *.yaml (random, tests) has no file to key a cache
             model = yolo(_onnx_export(model, path, self.imgsz), task=model.task)
-        return model
+        return model, path
 
     def _predict(self, model, bgr: np.ndarray, classes: list[int] | None):
         return model.predict(
@@ -171,7 +181,7 @@ class YoloDetector:
         only boxes and keypoints come back. None where this detector cannot (onnxruntime, a face model)."""
         if not (self.pose and self.face is None and self.runtime == "torch"):
             return None
-        if getattr(self, "_device_model", None) is None:
+        if self._device_model is None:
             import copy
 
             model = copy.deepcopy(self.person.model).to(frame.device).eval()

@@ -380,7 +380,7 @@ def test_every_shipped_training_config_loads_and_takes_a_step():
         model = create_model(cfg["model"]["config"], overrides).train()
         crops = random_crops(model, batch=4)
         targets = torch.arange(4) % len(model.labels)
-        if getattr(model, "needs_prototypes", lambda: False)():
+        if model.needs_prototypes():
             model.accumulate_prototypes(crops, targets)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:  # zero-shot rows: nothing to train

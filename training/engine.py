@@ -26,22 +26,20 @@ from .datasets.multilevel import MultiLevelCrops, fill_boxes
 
 
 @torch.no_grad()
-def predict(model: FerModel, dataset, batch: int, device, amp_dtype=None, workers: int = 0, probs: list | None = None):
-    """Predicted classes [N] and image features [N, F] over a dataset of (crops, label), in order; the class
-    probabilities [N, C] are appended to `probs` when a list is given."""
+def predict(model: FerModel, dataset, batch: int, device, amp_dtype=None, workers: int = 0):
+    """Predicted classes [N], image features [N, F] and class probabilities [N, C] over a dataset of
+    (crops, label), in order."""
     model.eval()
     text = model.text_features()
-    preds, feats = [], []
+    probs, feats = [], []
     for x, _ in DataLoader(dataset, batch_size=max(1, batch), num_workers=workers):
         with torch.autocast(torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
             image = model.encode_image(x.to(device))
-            logits = model.classify(image, text)
-            preds.append(logits.argmax(-1).cpu())
-        if probs is not None:
-            probs.append(logits.float().softmax(-1).cpu())
+            probs.append(model.classify(image, text).float().softmax(-1).cpu())
         f = image.get("global", image.get("levels"))
         feats.append(f.reshape(len(x), -1).float().cpu())
-    return torch.cat(preds).numpy(), torch.cat(feats).numpy()
+    prob = torch.cat(probs).numpy()
+    return prob.argmax(-1), torch.cat(feats).numpy(), prob
 
 
 class EpochSampler(Sampler[int]):
@@ -223,7 +221,7 @@ class Trainer:
 
     # -- loop -------------------------------------------------------------------------------
     def validate(self) -> float:
-        pred, _ = predict(
+        pred, _, _ = predict(
             self.model,
             self.val_set,
             self.batch,
@@ -324,7 +322,7 @@ class Trainer:
         training set, un-augmented, once before the first epoch (a resumed run has them in its checkpoint).
         Every rank runs the same pass, so the all-reduced sums stay in step."""
         model = self.model
-        if not getattr(model, "needs_prototypes", lambda: False)():
+        if not model.needs_prototypes():
             return
         bb = model.backbone
         plain = MultiLevelCrops(self.train_split.samples, model.levels, bb.image_size, bb.mean, bb.std)

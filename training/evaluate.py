@@ -132,9 +132,7 @@ def evaluate(
     fill_boxes(test, root, data=data)
     bb = model.backbone
     dataset = MultiLevelCrops(test.samples, model.levels, bb.image_size, bb.mean, bb.std)
-    probs: list[torch.Tensor] = []
-    pred, feats = predict(model, dataset, int(cfg["train"].get("batch_size", 32)), device, probs=probs)
-    prob = torch.cat(probs).numpy() if probs else np.zeros((0, len(model_classes)))
+    pred, feats, prob = predict(model, dataset, int(cfg["train"].get("batch_size", 32)), device)
     y = np.array([s.label for s in test.samples])
     out.mkdir(parents=True, exist_ok=True)
     result = {

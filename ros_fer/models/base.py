@@ -117,6 +117,11 @@ class FerModel(nn.Module):
             "prompts_sha256": self.prompts.sha256,
         }
 
+    def needs_prototypes(self) -> bool:
+        """True while class prototypes this model trains against are still to be built (MPA-FER with
+        `prototypes: precomputed`); the Trainer builds them before the first epoch."""
+        return False
+
     def text_keys(self) -> tuple[str, ...]:
         """The text-feature tensors `classify` reads (a text bank must hold them)."""
         return self.head().text_keys

@@ -37,12 +37,21 @@ def image_face(w: int, h: int) -> list[float]:
     return [mw, mh, w - mw, h - mh]
 
 
-def box_detector(data: dict | None = None):
+_BOX_DETECTORS: dict[tuple[str, str], object] = {}
+
+
+def box_detector(data: dict | None = None, log=None):
     """The detector that fills a data set's boxes: the runtime's default (`detector: auto`: the YOLO pose
-    model where its weights can be had, OpenCV's Haar faces otherwise, said in its warnings), or as
-    `data.detector` / `data.person_weights` say."""
+    model where its weights can be had, OpenCV's Haar faces otherwise), or as `data.detector` /
+    `data.person_weights` say. Made once per process and choice (train and val splits, evaluation share it),
+    its fall-back warnings said once, through `log` (default: standard error)."""
     data = data or {}
-    return create_detector(str(data.get("detector", "auto")), "cpu", str(data.get("person_weights", "yolo11n-pose.pt")))
+    key = (str(data.get("detector", "auto")), str(data.get("person_weights", "yolo11n-pose.pt")))
+    if key not in _BOX_DETECTORS:
+        detector = _BOX_DETECTORS[key] = create_detector(key[0], "cpu", key[1])
+        for line in getattr(detector, "warnings", ()):
+            (log or (lambda m: print(m, file=sys.stderr)))(f"boxes: {line}")
+    return _BOX_DETECTORS[key]
 
 
 def _identity(detector) -> str:
@@ -73,9 +82,7 @@ def fill_boxes(split: Split, root: Path, progress=None, data: dict | None = None
     counts["annotated"] = len(split.samples) - len(todo)
     if not todo:
         return counts
-    detector = box_detector(data)
-    for line in getattr(detector, "warnings", ()):
-        (log or (lambda m: print(m, file=sys.stderr)))(f"boxes: {line}")
+    detector = box_detector(data, log)
     ident = _identity(detector)
     cache_file = root / ".ros_fer_boxes" / (hashlib.sha1(ident.encode()).hexdigest()[:12] + ".json")
     cache = json.loads(cache_file.read_text())["boxes"] if cache_file.is_file() else {}

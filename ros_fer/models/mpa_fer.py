@@ -131,8 +131,10 @@ class MPAFER(FerModel):
         ctx = self.ctx.to(embeds.dtype).unsqueeze(0).expand(tokens.shape[0], -1, -1)
         return torch.cat([embeds[:, :1], ctx, embeds[:, 1 + self.n_ctx :]], dim=1)
 
-    def soft_text_features(self) -> torch.Tensor:
-        return encode_text_tokens(self.clip, self.soft_tokens, self.soft_embeddings())[0]
+    def soft_text_features(self, embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """The soft prompts through the text encoder; `embeds`: their token embeddings, when already built."""
+        embeds = self.soft_embeddings() if embeds is None else embeds
+        return encode_text_tokens(self.clip, self.soft_tokens, embeds)[0]
 
     @torch.no_grad()
     def text_features(self) -> dict[str, torch.Tensor]:
@@ -176,7 +178,8 @@ class MPAFER(FerModel):
     # -- training --------------------------------------------------------------------------
     def forward(self, crops, targets=None) -> Output:
         image = self.encode_image(crops)
-        soft = self.soft_text_features()
+        soft_embeds = self.soft_embeddings()  # once: the encoder and the embedding-level alignment both read it
+        soft = self.soft_text_features(soft_embeds)
         logits = self.classify(image, {"classes": soft})
         out = Output(logits=logits)
         if targets is None:
@@ -185,7 +188,7 @@ class MPAFER(FerModel):
         out.losses["vt"] = w["vt"] * F.cross_entropy(logits, targets)
         if self.use["soft_hard_alignment"]:
             if self.token_level == "embedding":
-                soft_tokens = mean_token_embedding(self.soft_embeddings(), self.soft_tokens)
+                soft_tokens = mean_token_embedding(soft_embeds, self.soft_tokens)
                 token = token_alignment(soft_tokens, self.hard_embeddings, self.hard_class, self.tau)
             else:
                 token = token_alignment(soft, self.hard_features, self.hard_class, self.tau)

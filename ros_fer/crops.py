@@ -184,7 +184,7 @@ def crop_tensor(frame: torch.Tensor, boxes: np.ndarray, size: int) -> torch.Tens
     """uint8 [N, size, size, 3] crops of a frame tensor (uint8 [H, W, 3] RGB, on any device) by
     `torchvision.ops.roi_align`: the device twin of `crop_square`, same boxes, same zero padding. Each crop
     pixel averages ceil(side / size)^2 bilinear samples of its cell, so shrinking does not alias either.
-    Matches the host crops to a few grey levels (mean absolute difference; `test_detection` holds the figure)."""
+    Matches the host crops to a few grey levels (mean absolute difference; `test_crops` holds the figures)."""
     from torchvision.ops import roi_align
 
     if len(boxes) == 0:

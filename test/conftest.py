@@ -53,3 +53,13 @@ def person_result(**fields):
         notes=[],
     )
     return PersonResult(**{**base, **fields})
+
+
+def photo(name: str):
+    """A real photograph shipped in the ultralytics package (bus.jpg, zidane.jpg), as an RGB uint8 array."""
+    from pathlib import Path
+
+    import cv2
+    import ultralytics
+
+    return cv2.cvtColor(cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / name)), cv2.COLOR_BGR2RGB)

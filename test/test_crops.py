@@ -1,13 +1,10 @@
 """Crop geometry and the two ways of cutting crops: OpenCV on the host and torchvision's roi_align on the
 device (run here on CPU tensors). Expected values are worked out by hand from the documented conventions."""
 
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
 import torch
-import ultralytics
+from conftest import photo
 
 from ros_fer.crops import (
     BODY_MARGIN,
@@ -22,13 +19,8 @@ from ros_fer.crops import (
     square,
 )
 
-ASSETS = Path(ultralytics.__file__).parent / "assets"
 # Host and device crops of the same box agree to this (grey levels, on photographs): the documented tolerance.
 MEAN_TOLERANCE, P99_TOLERANCE = 0.25, 2
-
-
-def photo(name: str) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(ASSETS / name)), cv2.COLOR_BGR2RGB)
 
 
 def boxes_for(h: int, w: int) -> np.ndarray:

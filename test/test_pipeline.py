@@ -1,11 +1,9 @@
 """The frame pipeline on real photographs shipped inside PyPI packages (ultralytics' bus.jpg, zidane.jpg)."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
-import ultralytics
+from conftest import photo
 
 from ros_fer.crops import Person, associate, context_crop, crop_square, make_crops
 from ros_fer.detection import Detections, OpenCVDetector, box_iou, create_detector
@@ -14,15 +12,10 @@ from ros_fer.params import load_params
 from ros_fer.pipeline import Pipeline, as_rgb
 from ros_fer.tracking import UNKNOWN, UNTRACKED, Tracker
 
-ASSETS = Path(ultralytics.__file__).parent / "assets"
 # Face boxes (x1 y1 x2 y2) in the full-resolution photographs, checked by eye: drawn on the photographs, each
 # frames one face (eyes, nose and mouth inside): the two passengers in front of the bus, and Ancelotti.
 BUS_FACES = np.array([[114, 417, 164, 467], [261, 420, 320, 479]], np.float32)
 ANCELOTTI = np.array([[922, 110, 1070, 258]], np.float32)
-
-
-def photo(name: str) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(ASSETS / name)), cv2.COLOR_BGR2RGB)
 
 
 def tiny_params(tmp_path, **over):
@@ -317,13 +310,14 @@ def test_pipeline_says_its_parts_warnings():
     class Warned(OpenCVDetector):
         warnings = ["detector: a line"]
 
+    from ros_fer.labels import load_label_set
     from ros_fer.runtime import Runtime
 
     runtime = Runtime(
         backend=type("B", (), {"name": "onnxruntime", "device": "cpu"})(),
         head=None,
         text={},
-        labels=load_label_set_basic7(),
+        labels=load_label_set("basic7"),
         levels=("face",),
         image_size=32,
         description="",
@@ -333,12 +327,6 @@ def test_pipeline_says_its_parts_warnings():
     assert pipeline.warnings == ["runtime: a line", "detector: a line"] and pipeline.device_crops is False
     with pytest.raises(ConfigError, match="device crops need the torch backend, not onnxruntime"):
         Pipeline(Warned(), runtime, device_crops=True)
-
-
-def load_label_set_basic7():
-    from ros_fer.labels import load_label_set
-
-    return load_label_set("basic7")
 
 
 def test_colour_order_and_tracks_across_frames(tmp_path):

@@ -99,6 +99,11 @@ def pipeline_result(frame: np.ndarray, backbone: str | None, model: str | None =
     return out
 
 
+def camera_frame() -> np.ndarray:
+    """The frame both scenarios send: zidane.jpg at 640x480, BGR (Ancelotti's face is found offline)."""
+    return cv2.resize(cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg")), (640, 480))
+
+
 def start_node(*params: str, remap: str) -> subprocess.Popen:
     cmd = [str(Path(sys.executable).with_name("fer_node")), "--ros-args", "--params-file"]
     cmd += [str(ROOT / "config" / "fer.yaml")]
@@ -134,7 +139,7 @@ def bundle_scenario(args) -> int:
     """An exported model folder, compressed (JPEG) frames, max_rate 2 Hz, and the debug image drawn only
     while someone subscribes."""
     report: dict = {"bundle": args.bundle}
-    frame = cv2.resize(cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg")), (640, 480))
+    frame = camera_frame()
     jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     proc = start_node(f"model:={args.bundle}", "compressed:=true", "max_rate:=2.0", remap="image:=/test/compressed")
     rclpy.init()
@@ -238,24 +243,9 @@ def main() -> int:
     if args.bundle:
         return bundle_scenario(args)
     report: dict = {"backbone": args.backbone}
-    frame = cv2.resize(cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg")), (640, 480))
+    frame = camera_frame()
     good = bgr_to_fields(frame, "bgr8")
-    node_cmd = [
-        str(Path(sys.executable).with_name("fer_node")),
-        "--ros-args",
-        "--params-file",
-        str(ROOT / "config" / "fer.yaml"),
-        "-p",
-        f"backbone:={args.backbone}",
-        "-p",
-        "pretrained:=''",
-        "-p",
-        "max_rate:=60.0",
-        "-r",
-        "image:=/test/camera",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "YOLO_OFFLINE": "1"}
-    proc = subprocess.Popen(node_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_node(f"backbone:={args.backbone}", "pretrained:=''", "max_rate:=60.0", remap="image:=/test/camera")
     rclpy.init()
     probe = Probe("/test/camera")
     try:

@@ -108,6 +108,7 @@ def test_device_crop_batch_follows_the_host_batch():
 
 
 def test_pipeline_with_device_crops_scores_like_host_crops(tmp_path, monkeypatch):
+    from ros_fer.crops import associate
     from ros_fer.detection import OpenCVDetector
     from ros_fer.params import load_params
     from ros_fer.pipeline import Pipeline
@@ -125,6 +126,13 @@ def test_pipeline_with_device_crops_scores_like_host_crops(tmp_path, monkeypatch
     for host, device in zip(results[False], results[True], strict=True):
         np.testing.assert_allclose(device.raw_scores, host.raw_scores, atol=0.02)
     assert Pipeline(OpenCVDetector(), runtime).device_crops is False  # CPU: OpenCV's crops are faster
+    # Pipeline.crop (what ros-fer bench times) uploads the frame itself when not handed one
+    people = associate(OpenCVDetector().detect(frame), *frame.shape[:2], 8)
+    on_device = Pipeline(OpenCVDetector(), runtime, device_crops=True).crop(frame, people)
+    on_host = Pipeline(OpenCVDetector(), runtime).crop(frame, people)
+    assert isinstance(on_device.images, torch.Tensor) and isinstance(on_host.images, np.ndarray)
+    assert np.array_equal(on_device.index, on_host.index)
+    assert np.abs(on_device.images.numpy().astype(int) - on_host.images.astype(int)).mean() <= MEAN_TOLERANCE
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -313,3 +313,75 @@ def test_evaluate_command_skips_missing_subsets_unless_asked(tmp_path, capsys):
     assert main(["--config", "synthetic_mlper_tiny", "--data", str(other), "--out", str(tmp_path / "cross")]) == 0
     cross = json.loads((tmp_path / "cross" / "results.json").read_text())
     assert cross["dataset"] == "folder" and cross["all"]["n"] == 6 and cross["unmapped_classes"] == 0
+
+
+def test_rafdb_and_affectnet_combined_for_fed_ro(tmp_path):
+    """`dataset: combined` (MLPER's FED-RO row trains on RAF-DB + AffectNet): each part in its own layout and
+    options, read into one label set; AffectNet's contempt counted and skipped; boxes filled per part (RAF-DB
+    here with `image_is_face`, AffectNet's annotated faces kept, its cache beside its own root); evaluate.py
+    names each image by its part. Then the shipped config composes to the same two parts."""
+    from training.config import load_train_config
+    from training.datasets.multilevel import fill_split_boxes
+    from training.evaluate import evaluate
+
+    raf, aff = tmp_path / "raf", tmp_path / "aff"
+    (raf / "EmoLabel").mkdir(parents=True)
+    raf_lines = [f"train_{i:05d}.jpg {i % 7 + 1}" for i in range(1, 11)] + ["test_00001.jpg 4", "test_00002.jpg 7"]
+    (raf / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(raf_lines) + "\n")
+    for line in raf_lines:
+        image(raf / "Image" / "original" / line.split()[0])
+    header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+    rows = ["1/a.jpg,2,3,30,30,,1,0,0", "1/b.jpg,0,0,40,40,,7,0,0", "1/c.jpg,4,4,20,20,,6,0,0"]  # happy contempt anger
+    (aff / "validation.csv").parent.mkdir(parents=True)
+    (aff / "validation.csv").write_text("\n".join([header, *rows]) + "\n")
+    (aff / "training.csv").write_text("\n".join([header, *[r.replace("1/", "2/") for r in rows]]) + "\n")
+    for sub in ("1", "2"):
+        for name in ("a", "b", "c"):
+            image(aff / "Manually_Annotated_Images" / sub / f"{name}.jpg")
+    data = {
+        "dataset": "combined",
+        "labels": "rafdb",
+        "parts": [
+            {"dataset": "rafdb", "root": str(raf), "images": "original", "image_is_face": True, "val_fraction": 0.2},
+            {"dataset": "affectnet", "root": str(aff), "val_fraction": 0.0},
+        ],
+    }
+    labels = load_label_set("rafdb")
+    test = load_split(data, "test", labels)
+    names = [(s.part, s.path.name, labels.classes[s.label]) for s in test.samples]
+    assert names == [  # RAF-DB 4 = happiness, 7 = neutral; AffectNet 1 = happiness, 6 = anger
+        (0, "test_00001.jpg", "happiness"),
+        (0, "test_00002.jpg", "neutral"),
+        (1, "a.jpg", "happiness"),
+        (1, "c.jpg", "anger"),
+    ]
+    assert test.skipped == {"affectnet[1] class contempt outside rafdb": 1}
+    train, val = load_split(data, "train", labels), load_split(data, "val", labels)
+    assert [len([s for s in sp.samples if s.part == n]) for sp in (train, val) for n in (0, 1)] == [8, 2, 2, 0]
+    assert not {s.path for s in train.samples} & {s.path for s in val.samples}
+    counts = fill_split_boxes(test, data)
+    assert counts["image is the face"] == 2 and counts["detected"] == 2 and counts["annotated"] == 0
+    h, w = IMG.shape[:2]
+    assert test.samples[0].body == [0.0, 0.0, float(w), float(h)]  # the RAF-DB part: the image is the face
+    assert test.samples[2].face == [2, 3, 32, 33] and test.samples[3].face == [4, 4, 24, 24]  # the CSV's boxes
+    assert list((aff / ".ros_fer_boxes").glob("*.json")) and not (raf / ".ros_fer_boxes").exists()
+    cfg = load_train_config("synthetic_mlper_tiny", ["train.progress=false", "train.tensorboard=false"])
+    result = evaluate(None, {**cfg, "data": data}, tmp_path / "eval")
+    assert result["all"]["n"] == 4 and result["root"] == [str(raf), str(aff)]
+    lines = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()
+    assert [ln.split(",")[:2] for ln in lines[1:]] == [
+        ["rafdb[0]/Image/original/test_00001.jpg", "happiness"],
+        ["rafdb[0]/Image/original/test_00002.jpg", "neutral"],
+        ["affectnet[1]/Manually_Annotated_Images/1/a.jpg", "happiness"],
+        ["affectnet[1]/Manually_Annotated_Images/1/c.jpg", "anger"],
+    ]
+    shipped = load_train_config("mlper_rafdb_affectnet_vitl14")["data"]
+    assert shipped["labels"] == "rafdb" and [p["dataset"] for p in shipped["parts"]] == ["rafdb", "affectnet"]
+    for bad, message in (
+        ({**data, "parts": []}, "needs a list of data configs"),
+        ({**data, "parts": [{"dataset": "rafdb"}]}, r"data.parts\[0\]: expected a data config with `dataset`"),
+        ({**data, "parts": [data]}, r"data.parts\[0\]: a combined data set cannot be a part"),
+        ({**data, "parts": [{**data["parts"][1], "labels": "affectnet8"}]}, "differ from data.labels 'rafdb'"),
+    ):
+        with pytest.raises(DataError, match=message):
+            load_split(bad, "test", labels)

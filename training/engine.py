@@ -22,7 +22,7 @@ from ros_fer.models import FerModel, create_model
 from .checkpoint import load_training_state, save_training_state
 from .config import model_overrides
 from .datasets.adapters import load_split
-from .datasets.multilevel import MultiLevelCrops, fill_boxes
+from .datasets.multilevel import MultiLevelCrops, fill_split_boxes
 
 
 @torch.no_grad()
@@ -145,13 +145,12 @@ class Trainer:
         if self.full_train_split:
             self.train_split.samples = self.train_split.samples + self.val_split.samples
             self.val_split.samples = []
-        root = Path(data["root"]).expanduser()
         for split in (self.train_split, self.val_split):
-            counts = fill_boxes(split, root, data=data, log=self.log) if self.rank == 0 else None
+            counts = fill_split_boxes(split, data, log=self.log) if self.rank == 0 else None
             if self.world > 1:  # rank 0 detected and cached; the others read the cache
                 dist.barrier()
                 if self.rank:
-                    fill_boxes(split, root, data=data, log=lambda *_: None)
+                    fill_split_boxes(split, data, log=lambda *_: None)
             if self.rank == 0:
                 self.log(f"{split.summary()}; boxes {counts}")
         bb = self.model.backbone

@@ -25,7 +25,7 @@ from ros_fer.labels import load_label_set  # noqa: E402
 from ros_fer.models import create_model, load_model  # noqa: E402
 from training.config import load_train_config, model_overrides, resolve_config  # noqa: E402
 from training.datasets.adapters import load_split  # noqa: E402
-from training.datasets.multilevel import MultiLevelCrops, fill_boxes  # noqa: E402
+from training.datasets.multilevel import MultiLevelCrops, fill_split_boxes  # noqa: E402
 from training.engine import predict  # noqa: E402
 
 
@@ -128,8 +128,9 @@ def evaluate(
             model_classes.index(data_labels.classes[s.label]) if data_labels.classes[s.label] in model_classes else -1
         )
     test.samples = [s for s in test.samples if s.label >= 0]
-    root = Path(data["root"]).expanduser()
-    fill_boxes(test, root, data=data)
+    fill_split_boxes(test, data)
+    roots = [Path(p["root"]).expanduser() for p in test.parts or [data]]  # a combined set: one per part
+    root = roots[0]
     bb = model.backbone
     dataset = MultiLevelCrops(test.samples, model.levels, bb.image_size, bb.mean, bb.std)
     pred, feats, prob = predict(model, dataset, int(cfg["train"].get("batch_size", 32)), device)
@@ -138,7 +139,7 @@ def evaluate(
     result = {
         "checkpoint": checkpoint,
         "dataset": data["dataset"],
-        "root": str(root),
+        "root": str(root) if not test.parts else [str(r) for r in roots],
         "split": split,
         "labels": model_classes,
         "skipped": dict(test.skipped),
@@ -151,7 +152,9 @@ def evaluate(
         writer = csv.writer(fh)
         writer.writerow(["image", "label", "predicted", *(f"p_{c}" for c in model_classes)])
         for sample, truth, guess, p in zip(test.samples, y, pred, prob, strict=True):
-            row = [os.path.relpath(sample.path, root), model_classes[truth], model_classes[int(guess)]]
+            name = os.path.relpath(sample.path, roots[sample.part])
+            name = f"{test.parts[sample.part]['dataset']}[{sample.part}]/{name}" if test.parts else name
+            row = [name, model_classes[truth], model_classes[int(guess)]]
             writer.writerow([*row, *(f"{v:.6f}" for v in p)])
     names = [str(s.path.name) for s in test.samples]
     for subset in ("occlusion", "pose30", "pose45"):

@@ -25,9 +25,9 @@ def level_ablation(config: str, seeds: list[int], overrides: list[str], out: Pat
         level_overrides = ["model.itm.enabled=false", *overrides, f"model.levels=[{','.join(levels)}]"]
         s = run_seeds(config, seeds, level_overrides, out / name.replace("+", "_"))
         rows[name] = {k: s[k] for k in ("accuracy", "mean_class_accuracy", "subsets", "runs")}
-    root = Path(load_train_config(config, overrides)["data"]["root"]).expanduser()
-    meta = root / "levels.json"
-    ideal = json.loads(meta.read_text()) if meta.is_file() else {}
+    root = load_train_config(config, overrides)["data"].get("root")  # the synthetic set's ideal reader
+    meta = Path(root or ".").expanduser() / "levels.json"
+    ideal = json.loads(meta.read_text()) if root and meta.is_file() else {}
     summary = {
         "config": config,
         "overrides": overrides,

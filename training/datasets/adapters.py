@@ -216,11 +216,46 @@ ADAPTERS = {
 }
 
 
+# Settings of a `combined` data set that its parts inherit unless they set their own.
+INHERITED = ("labels", "detector", "person_weights", "on_missing", "seed")
+
+
+def combined(cfg: dict, split: str, labels: LabelSet) -> Split:
+    """Several data sets as one training set, in one label set (`data.labels`): `data.parts` lists each part's
+    data config ({dataset, root, ...its options}). Used for FED-RO, which MLPER evaluates after training on
+    RAF-DB and AffectNet together. Each part keeps its own layout, split rule and boxes (its own box cache,
+    `image_is_face`, annotated faces); classes a part has outside the label set are counted and skipped."""
+    parts = cfg.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise DataError(f"data.parts: a combined data set needs a list of data configs, got {parts!r}")
+    out = Split(split, labels, [])
+    for n, part in enumerate(parts):
+        where = f"data.parts[{n}]"
+        if isinstance(part, dict) and part.get("dataset") == "combined":
+            raise DataError(f"{where}: a combined data set cannot be a part of another")
+        if not isinstance(part, dict) or "dataset" not in part or "root" not in part:
+            raise DataError(f"{where}: expected a data config with `dataset` and `root`, got {part!r}")
+        if part.get("labels", cfg.get("labels")) != cfg.get("labels"):
+            raise DataError(
+                f"{where}: labels {part['labels']!r} differ from data.labels {cfg.get('labels')!r}; the parts "
+                "are read into one label set (leave `labels` out of the parts)"
+            )
+        part = {**{k: cfg[k] for k in INHERITED if k in cfg}, **part}
+        got = load_split(part, split, labels)
+        name = f"{part['dataset']}[{n}]"
+        out.samples += [Sample(s.path, s.label, s.face, s.body, part=n) for s in got.samples]
+        out.skipped.update({f"{name} {why}": k for why, k in got.skipped.items()})
+        out.parts.append(part)
+    return out
+
+
 def load_split(cfg: dict, split: str, labels: LabelSet) -> Split:
-    """cfg: {dataset: name, root: path, ...adapter options}."""
+    """cfg: {dataset: name, root: path, ...adapter options}, or {dataset: combined, labels, parts: [cfg, ...]}."""
     kind = cfg.get("dataset")
+    if kind == "combined":
+        return combined(cfg, split, labels)
     if kind not in ADAPTERS:
-        raise DataError(f"unknown dataset {kind!r}; known: {sorted(ADAPTERS)}")
+        raise DataError(f"unknown dataset {kind!r}; known: {sorted([*ADAPTERS, 'combined'])}")
     not_for_the_adapter = ("dataset", "root", "labels", "balanced", "occlusion", "pose30", "pose45", "pose")
     not_for_the_adapter += ("image_is_face", "detector", "person_weights")  # read by fill_boxes
     options = {k: v for k, v in cfg.items() if k not in not_for_the_adapter}

@@ -41,6 +41,7 @@ class Sample:
     label: int  # index in the split's label set
     face: list[float] | None = None  # known boxes (annotations, or the detector cache)
     body: list[float] | None = None
+    part: int = 0  # which part of a `combined` data set it came from (index into Split.parts)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Split:
     labels: LabelSet
     samples: list[Sample]
     skipped: Counter = field(default_factory=Counter)  # reason -> count
+    parts: list[dict] = field(default_factory=list)  # a `combined` set: each part's data config (Sample.part)
 
     def summary(self) -> str:
         counts = Counter(s.label for s in self.samples)

@@ -121,6 +121,18 @@ def fill_boxes(split: Split, root: Path, progress=None, data: dict | None = None
     return counts
 
 
+def fill_split_boxes(split: Split, data: dict, progress=None, log=None) -> dict[str, int]:
+    """`fill_boxes` for a split as `load_split` gave it: each part of a `combined` data set with its own root
+    (box cache) and options, a plain data set with `data.root`. Returns the counts summed over the parts."""
+    parts = split.parts or [data]
+    total: dict[str, int] = {}
+    for n, part in enumerate(parts):
+        sub = Split(split.name, split.labels, [s for s in split.samples if s.part == n])
+        counts = fill_boxes(sub, Path(part["root"]).expanduser(), progress, part, log)
+        total = {k: total.get(k, 0) + v for k, v in counts.items()}
+    return total
+
+
 class MultiLevelCrops(Dataset):
     """(crops float [L, 3, S, S] normalised, label). Augmentation is drawn from an RNG keyed by
     (seed, epoch, index), so a resumed or distributed run sees exactly the same images."""

@@ -63,3 +63,65 @@ def photo(name: str):
     import ultralytics
 
     return cv2.cvtColor(cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / name)), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="session")
+def own_data_chain(tmp_path_factory):
+    """The README's "Your own data" chain, run once as a user runs it: class folders of real photographs
+    (Ancelotti from zidane.jpg, shifted, mirrored, brightened) -> train.py (tiny MLPER, one epoch, the CAER-S
+    label set) -> evaluate.py -> export.py at fp32 and int8. Used by test_training (ros-fer infer on the
+    export) and test_node (fer_node on the export)."""
+    import csv
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    from ros_fer.labels import load_label_set
+
+    root, tmp = Path(__file__).resolve().parent.parent, tmp_path_factory.mktemp("own_data")
+    image = cv2.cvtColor(photo("zidane.jpg"), cv2.COLOR_RGB2BGR)[:, 700:]  # Ancelotti
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 3)):
+        for cls in ("happy", "sad"):
+            for i in range(n):
+                dx, dy = rng.integers(0, 60, 2)
+                img = image[dy : dy + 600, dx : dx + 500]
+                img = img[:, ::-1] if i % 2 else img
+                gain = rng.uniform(0.7, 1.3)
+                path = tmp / "data" / split / cls / f"{i}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), np.clip(img * gain, 0, 255).astype(np.uint8))
+    data, run, ev, model = tmp / "data", tmp / "run", tmp / "eval", tmp / "model"
+    over = [f"data.root={data}", "data.labels=caers", "data.val_fraction=0.2", "train.epochs=1"]
+    over += ["train.batch_size=4", "train.progress=false", "train.tensorboard=false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp / "cache")}
+
+    def step(script: str, *args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(root / "training" / script), *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        assert res.returncode == 0, f"{script}: {res.stderr[-2000:]}"
+        return res
+
+    step("train.py", "--config", "synthetic_mlper_tiny", "--out", str(run), *over)
+    checkpoint = str(run / "best.safetensors")
+    evaluated = step(
+        "evaluate.py", "--config", "synthetic_mlper_tiny", "--checkpoint", checkpoint, "--out", str(ev), *over
+    )
+    exported = step("export.py", "--checkpoint", checkpoint, "--precision", "fp32,int8", "--out", str(model))
+    classes = list(load_label_set("caers").classes)
+    with open(ev / "predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    return {
+        "data": data,
+        "model": model,
+        "env": env,
+        "classes": classes,
+        "files": json.loads(exported.stdout)["files"],
+        "evaluate_stderr": evaluated.stderr,
+        "predicted": {row["image"]: row["predicted"] for row in rows},
+        "probability": {row["image"]: [float(row[f"p_{c}"]) for c in classes] for row in rows},
+    }

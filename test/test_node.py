@@ -79,16 +79,13 @@ def run_loopback(script_args: list[str], cache: Path, out: Path, **env_extra: st
 
 
 @pytest.fixture(scope="module")
-def bundle_run(tmp_path_factory):
-    """The node on an exported folder (written by `ros-fer export` at two precisions, as a user would),
-    fed compressed frames at 20 Hz with max_rate 2."""
+def bundle_run(tmp_path_factory, own_data_chain):
+    """The node on the folder the "Your own data" chain exported (train.py -> export.py at fp32 and int8, as
+    a user would; its label set is CAER-S's, not the node's default), fed compressed frames at 20 Hz with
+    max_rate 2."""
     require_loopback()
     tmp = tmp_path_factory.mktemp("bundle")
-    cmd = [str(VENV_BIN / "ros-fer"), "export", "--method", "mlper", "--backbone", "tiny-random", "--labels"]
-    cmd += ["rafdb", "--precision", "fp32,int8", "--out", str(tmp / "model")]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    files = set(json.loads(res.stdout)["files"])
+    files = set(own_data_chain["files"])
     assert {"image_side.fp32.onnx", "image_side.int8.onnx", "image_side.int8.parity.safetensors"} <= files
     # hri_msgs is on no registry: build the REP-155 message package from its definition into a prefix
     prefix = tmp / "hri"
@@ -105,16 +102,18 @@ def bundle_run(tmp_path_factory):
         "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(prefix / "lib"), os.environ.get("LD_LIBRARY_PATH")])),
         "AMENT_PREFIX_PATH": os.pathsep.join(filter(None, [str(prefix), os.environ.get("AMENT_PREFIX_PATH")])),
     }
-    return run_loopback(["--bundle", str(tmp / "model")], tmp / "cache", tmp / "report.json", **paths)
+    return run_loopback(["--bundle", str(own_data_chain["model"])], tmp / "cache", tmp / "report.json", **paths)
 
 
-def test_node_runs_an_exported_folder_on_compressed_frames_at_its_rate_cap(bundle_run):
+def test_node_runs_an_exported_folder_on_compressed_frames_at_its_rate_cap(bundle_run, own_data_chain):
     run = bundle_run
     assert run["discovered"] and run["alive_at_end"] and run["node_exit"] == 0, run["node_log_tail"]
     assert "mlper bundle" in run["node_log_head"]
     got, want = run["first"], run["pipeline"]["persons"]
     assert len(got) == len(want) >= 1
-    assert got[0]["labels"] == list(load_label_set("rafdb").classes) == run["pipeline"]["labels"]
+    # the export's label set (CAER-S order), not the node's default `labels` parameter (basic7)
+    assert got[0]["labels"] == own_data_chain["classes"] == run["pipeline"]["labels"]
+    assert own_data_chain["classes"] != list(load_label_set(DEFAULTS["labels"]).classes)
     for msg, ref in zip(got, want, strict=True):
         np.testing.assert_allclose(msg["scores"], ref["scores"], atol=1e-5)
     rate = run["rate"]
@@ -122,7 +121,7 @@ def test_node_runs_an_exported_folder_on_compressed_frames_at_its_rate_cap(bundl
     assert 3 <= rate["answered"] <= 2.0 * rate["seconds"] + 2, rate  # max_rate 2 Hz holds
 
 
-def test_rep155_expressions_follow_the_emotion_messages(bundle_run):
+def test_rep155_expressions_follow_the_emotion_messages(bundle_run, own_data_chain):
     """With hri_msgs importable, each tracked face's expression goes to /humans/faces/fer<id>/expression:
     the REP-155 name of the smoothed label (none for unknown), its valence, arousal and confidence."""
     import yaml
@@ -131,8 +130,9 @@ def test_rep155_expressions_follow_the_emotion_messages(bundle_run):
     expressions = bundle_run["rep155"]
     assert expressions, bundle_run["node_log_tail"]
     emotions = yaml.safe_load((ROOT / "config" / "labels.yaml").read_text())["emotions"]
-    rafdb = load_label_set("rafdb")
-    rep155 = {c: emotions[e.key]["rep155"] for c, e in zip(rafdb.classes, rafdb.emotions, strict=True)}
+    trained = load_label_set("caers")  # the export's label set
+    assert list(trained.classes) == own_data_chain["classes"]
+    rep155 = {c: emotions[e.key]["rep155"] for c, e in zip(trained.classes, trained.emotions, strict=True)}
     by_stamp = bundle_run["emotion_by_stamp"]
     checked = 0
     for e in expressions:

@@ -392,69 +392,33 @@ def test_every_shipped_training_config_loads_and_takes_a_step():
         out.loss.backward()
 
 
-def test_own_data_chain_from_folders_to_the_exported_model(tmp_path):
+def test_own_data_chain_from_folders_to_the_exported_model(own_data_chain):
     """The README's "Your own data" chain on class folders of real photographs: train.py -> evaluate.py ->
-    export.py -> ros-fer infer with the export. With the same detector boxes (the default detector, cached),
-    infer's per-image predictions equal evaluate's (same crops, same model)."""
+    export.py -> ros-fer infer with the export (the node's hop: test_node's bundle scenario runs this export).
+    With the same detector boxes (the default detector, cached), infer's per-image predictions equal
+    evaluate's (same crops, same model), in the export's label set (CAER-S's order here, not the node's
+    default RAF-DB order)."""
     import numpy as np
-    import ultralytics
 
-    photo = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg"))[:, 700:]  # Ancelotti
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 6), ("test", 3)):
-        for cls in ("happy", "sad"):
-            for i in range(n):
-                dx, dy = rng.integers(0, 60, 2)
-                img = photo[dy : dy + 600, dx : dx + 500]
-                img = img[:, ::-1] if i % 2 else img
-                gain = rng.uniform(0.7, 1.3)
-                path = tmp_path / "data" / split / cls / f"{i}.jpg"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(path), np.clip(img * gain, 0, 255).astype(np.uint8))
-    data = tmp_path / "data"
-    run, ev, model = tmp_path / "run", tmp_path / "eval", tmp_path / "model"
-    over = [f"data.root={data}", "data.val_fraction=0.2", "train.epochs=1", "train.batch_size=4"]
-    over += ["train.progress=false", "train.tensorboard=false"]
-    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    res = subprocess.run(
-        [*TRAIN, "--config", "synthetic_mlper_tiny", "--out", str(run), *over],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    evaluate_py = [sys.executable, str(ROOT / "training" / "evaluate.py"), "--config", "synthetic_mlper_tiny"]
-    res = subprocess.run(
-        [*evaluate_py, "--checkpoint", str(run / "best.safetensors"), "--out", str(ev), *over],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "occlusion subset skipped" in res.stderr  # the synthetic config's list: not in these folders
-    with open(ev / "predictions.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    predicted = {row["image"]: row["predicted"] for row in rows}
-    probability = {row["image"]: [float(row[f"p_{c}"]) for c in cfg_classes()] for row in rows}
+    from ros_fer.labels import load_label_set
+
+    chain = own_data_chain
+    assert "occlusion subset skipped" in chain["evaluate_stderr"]  # the synthetic config's list: not here
+    predicted, probability, images = chain["predicted"], chain["probability"], sorted(chain["predicted"])
     assert len(predicted) == 6
-    export_py = [sys.executable, str(ROOT / "training" / "export.py"), "--checkpoint", str(run / "best.safetensors")]
-    res = subprocess.run([*export_py, "--out", str(model)], capture_output=True, text=True, timeout=600, env=env)
-    assert res.returncode == 0, res.stderr[-2000:]
-    images = sorted(predicted)
+    assert {"image_side.fp32.onnx", "image_side.int8.onnx"} <= set(chain["files"])
     ros_fer = str(Path(sys.executable).with_name("ros-fer"))
     res = subprocess.run(
-        [ros_fer, "infer", *(str(data / i) for i in images), "--set", f"model={model}"],
+        [ros_fer, "infer", *(str(chain["data"] / i) for i in images), "--set", f"model={chain['model']}"],
         capture_output=True,
         text=True,
         timeout=600,
-        env=env,
+        env=chain["env"],
     )
     assert res.returncode == 0, res.stderr[-2000:]
     frames = [json.loads(line) for line in res.stdout.splitlines()]
     labels = frames[0]["labels"]
-    assert labels == list(cfg_classes())  # the export's label set (the config's basic7)
+    assert labels == list(load_label_set("caers").classes) == chain["classes"]  # the export's label set
     for image, frame in zip(images, frames, strict=True):
         assert len(frame["persons"]) == 1, image  # Ancelotti, found by the same detector as the boxes
         scores = frame["persons"][0]["scores"]

@@ -232,7 +232,7 @@ def test_the_image_is_the_face_for_pre_cropped_sets(tmp_path):
     split = load_split(cfg, "test", load_label_set("basic7"))
     counts = fill_boxes(split, tmp_path, data=cfg)
     assert counts["image is the face"] == 1 and counts["detected"] == 0
-    assert not (tmp_path / ".ros_fer_boxes").exists()  # nothing detected, nothing cached
+    assert [f.name for f in (tmp_path / ".ros_fer_boxes").iterdir()] == ["images.json"]  # headers only: no detection
     x = MultiLevelCrops(split.samples, ("face",), 96, (0, 0, 0), (1 / 255,) * 3)[0][0][0].permute(1, 2, 0).numpy()
     rgb = cv2.cvtColor(face, cv2.COLOR_BGR2RGB)
     grown = cv2.resize(rgb, (96, 96), interpolation=cv2.INTER_LINEAR).astype(float)
@@ -364,7 +364,8 @@ def test_rafdb_and_affectnet_combined_for_fed_ro(tmp_path):
     h, w = IMG.shape[:2]
     assert test.samples[0].body == [0.0, 0.0, float(w), float(h)]  # the RAF-DB part: the image is the face
     assert test.samples[2].face == [2, 3, 32, 33] and test.samples[3].face == [4, 4, 24, 24]  # the CSV's boxes
-    assert list((aff / ".ros_fer_boxes").glob("*.json")) and not (raf / ".ros_fer_boxes").exists()
+    assert len(list((aff / ".ros_fer_boxes").glob("*.json"))) == 2  # headers and the detector's boxes
+    assert [f.name for f in (raf / ".ros_fer_boxes").iterdir()] == ["images.json"]  # nothing detected there
     cfg = load_train_config("synthetic_mlper_tiny", ["train.progress=false", "train.tensorboard=false"])
     result = evaluate(None, {**cfg, "data": data}, tmp_path / "eval")
     assert result["all"]["n"] == 4 and result["root"] == [str(raf), str(aff)]
@@ -385,3 +386,119 @@ def test_rafdb_and_affectnet_combined_for_fed_ro(tmp_path):
     ):
         with pytest.raises(DataError, match=message):
             load_split(bad, "test", labels)
+
+
+def test_each_adapters_missing_files_say_what_is_missing(tmp_path):
+    """A root without the files its layout needs: an error naming the file (or folder) and what it is."""
+    labels = load_label_set("rafdb")
+    for cfg, message in (
+        ({"dataset": "rafdb"}, r"RAF-DB label list not found: .*EmoLabel/list_patition_label.txt"),
+        ({"dataset": "affectnet"}, r"AffectNet CSV not found: .*validation.csv"),
+        ({"dataset": "ferplus"}, r"FERPlus label CSV not found: .*fer2013new.csv"),
+        ({"dataset": "caers"}, r"test folder not found: .*/test"),
+        ({"dataset": "folder"}, r"test folder not found: .*/test"),
+        ({"dataset": "caer"}, r"unknown dataset 'caer'; known: .*'caers'.*'combined'"),
+    ):
+        with pytest.raises(DataError, match=message):
+            load_split({**cfg, "root": str(tmp_path), "labels": "rafdb"}, "test", labels)
+    with pytest.raises(DataError, match="no val folder; set data.val_fraction"):
+        (tmp_path / "train").mkdir()
+        load_split({"dataset": "folder", "root": str(tmp_path), "labels": "rafdb"}, "val", labels)
+    # a listed image that is missing: RAF-DB stops and says how to skip; on_missing: skip counts it
+    (tmp_path / "EmoLabel").mkdir()
+    (tmp_path / "EmoLabel" / "list_patition_label.txt").write_text("test_00001.jpg 1\ntest_00002.jpg 2\n")
+    image(tmp_path / "Image" / "original" / "test_00001.jpg")
+    raf = {"dataset": "rafdb", "root": str(tmp_path), "labels": "rafdb", "images": "original"}
+    with pytest.raises(DataError, match=r"image listed but missing: .*test_00002.jpg \(set data.on_missing: skip"):
+        load_split(raf, "test", labels)
+    split = load_split({**raf, "on_missing": "skip"}, "test", labels)
+    assert len(split.samples) == 1 and split.skipped == {"missing image": 1}
+
+
+def test_each_adapters_unknown_labels(tmp_path):
+    """Labels outside a format's range are errors naming the file and line; labels inside the format but
+    outside the chosen label set are counted skips; a class folder no label set knows is an error."""
+    header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+    for code in ("-1", "11"):  # -1 once read as the last class (contempt)
+        (tmp_path / "validation.csv").write_text(f"{header}\n1/a.jpg,0,0,40,40,,{code},0,0\n")
+        with pytest.raises(DataError, match=rf"validation.csv:2: expression {code} is not an AffectNet code"):
+            load_split({"dataset": "affectnet", "root": str(tmp_path), "labels": "affectnet8"}, "test",
+                       load_label_set("affectnet8"))  # fmt: skip
+    (tmp_path / "EmoLabel").mkdir()
+    (tmp_path / "EmoLabel" / "list_patition_label.txt").write_text("test_00001.jpg 0\n")
+    with pytest.raises(DataError, match=r"list_patition_label.txt:1: expected '<image> <label 1..7>'"):
+        load_split({"dataset": "rafdb", "root": str(tmp_path), "labels": "rafdb"}, "test", load_label_set("rafdb"))
+    (tmp_path / "fer2013new.csv").write_text("PrivateTest,fer1.png,1,2,3\n")
+    with pytest.raises(DataError, match=r"fer2013new.csv:1: expected 12 columns, got 5"):
+        load_split(
+            {"dataset": "ferplus", "root": str(tmp_path), "labels": "ferplus"}, "test", load_label_set("ferplus")
+        )
+    for cls in ("Contempt", "Happy"):
+        image(tmp_path / "test" / cls / "0.jpg")
+    split = load_split({"dataset": "folder", "root": str(tmp_path), "labels": "rafdb"}, "test", load_label_set("rafdb"))
+    assert split.skipped == {"class contempt outside rafdb": 1} and len(split.samples) == 1
+    image(tmp_path / "test" / "Bored" / "0.jpg")
+    with pytest.raises(DataError, match=r"test/Bored: unknown class name 'Bored' \(known: \["):
+        load_split({"dataset": "folder", "root": str(tmp_path), "labels": "rafdb"}, "test", load_label_set("rafdb"))
+
+
+def test_unreadable_truncated_images_and_foreign_boxes_are_counted_not_crashed_on(tmp_path):
+    """Images that are no images, JPEGs and PNGs cut short, and boxes.json boxes that are not the image's
+    (outside it, or fractions instead of pixels) are dropped and counted before training starts, so no epoch
+    meets them; an empty class is said in the summary; a split left with nothing is an error naming why."""
+    from training.datasets.multilevel import fill_split_boxes, probe_image
+
+    good = cv2.imencode(".jpg", IMG)[1].tobytes()
+    png = cv2.imencode(".png", IMG)[1].tobytes()
+    files = {
+        "happy/good.jpg": good,
+        "happy/good.png": png,
+        "happy/text.jpg": b"these are notes, not a photograph",
+        "happy/cut.jpg": good[: len(good) // 2],
+        "sad/cut.png": png[: len(png) - 20],
+        "sad/outside.jpg": good,
+        "sad/fractions.jpg": good,
+        "sad/edge.jpg": good,
+    }
+    for rel, blob in files.items():
+        (tmp_path / "train" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "train" / rel).write_bytes(blob)
+    (tmp_path / "train" / "Fear").mkdir()  # an empty class folder
+    h, w = IMG.shape[:2]
+    boxes = {
+        "train/sad/outside.jpg": {"face": [w + 10, 0, w + 40, 30]},
+        "train/sad/fractions.jpg": {"face": [0.1, 0.2, 0.5, 0.6]},
+        "train/sad/edge.jpg": {"face": [w - 20, 5, w + 5, 30]},  # crosses the border a little: kept
+        "train/happy/good.jpg": {"face": [4, 4, 30, 30], "body": [0, 0, w, h]},
+    }
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    assert probe_image(tmp_path / "train" / "happy" / "good.png") == (w, h)
+    for rel, why in (("happy/text.jpg", "not a readable image"), ("happy/cut.jpg", "truncated JPEG")):
+        with pytest.raises(DataError, match=why):
+            probe_image(tmp_path / "train" / rel)
+    cfg = {"dataset": "folder", "root": str(tmp_path), "labels": "basic7", "detector": "opencv"}
+    labels = load_label_set("basic7")
+    split = load_split(cfg, "train", labels)
+    assert len(split.samples) == 8
+    fill_split_boxes(split, cfg)
+    assert sorted(s.path.name for s in split.samples) == ["edge.jpg", "good.jpg", "good.png"]
+    assert split.skipped == {
+        "unreadable image": 1,
+        "truncated image": 2,
+        "box outside the image": 1,
+        "box under 2 px (boxes are in pixels, not fractions)": 1,
+    }
+    assert "no images of surprise, fear, disgust" in split.summary()
+    again = load_split(cfg, "train", labels)  # the headers are cached: the same verdicts without reading
+    (tmp_path / "train" / "happy" / "cut.jpg").write_bytes(good)  # repaired: its size and time changed
+    fill_split_boxes(again, cfg)
+    assert again.skipped["truncated image"] == 1 and len(again.samples) == 4
+    crops, _ = MultiLevelCrops(again.samples, ("face", "body", "context"), 32, (0.5,) * 3, (0.5,) * 3)[0]
+    assert crops.shape == (3, 3, 32, 32)
+    (tmp_path / "boxes.json").write_text(json.dumps({k: {"face": [0.1, 0.2, 0.5, 0.6]} for k in boxes}))
+    for rel in ("happy/good.png", "happy/text.jpg", "happy/cut.jpg", "sad/cut.png"):
+        (tmp_path / "train" / rel).unlink()
+    nothing = load_split(cfg, "train", labels)
+    fill_split_boxes(nothing, cfg)
+    with pytest.raises(DataError, match=r"the train split has no usable images \(4 box under 2 px"):
+        nothing.require_images("data mine")

@@ -153,6 +153,7 @@ class Trainer:
                     fill_split_boxes(split, data, log=lambda *_: None)
             if self.rank == 0:
                 self.log(f"{split.summary()}; boxes {counts}")
+        self.train_split.require_images(f"data {data.get('root', data.get('dataset'))}")
         bb = self.model.backbone
         aug = t.get("augment", {})
         self.train_set = MultiLevelCrops(

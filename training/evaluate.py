@@ -129,6 +129,7 @@ def evaluate(
         )
     test.samples = [s for s in test.samples if s.label >= 0]
     fill_split_boxes(test, data)
+    test.require_images(f"data {data.get('root', data.get('dataset'))}")
     roots = [Path(p["root"]).expanduser() for p in test.parts or [data]]  # a combined set: one per part
     root = roots[0]
     bb = model.backbone

@@ -89,6 +89,8 @@ def affectnet(
                 x, y, w, h = (float(row[k]) for k in ("face_x", "face_y", "face_width", "face_height"))
             except ValueError:
                 raise DataError(f"{table}:{n}: non-numeric expression or face box: {row}") from None
+            if not 0 <= code <= 10:
+                raise DataError(f"{table}:{n}: expression {code} is not an AffectNet code (0..7 emotions, 8..10 none)")
             if code >= len(codes):
                 skipped["not an expression (none/uncertain/no-face)"] += 1
                 continue

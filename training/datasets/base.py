@@ -56,7 +56,15 @@ class Split:
         counts = Counter(s.label for s in self.samples)
         per_class = ", ".join(f"{c}={counts.get(i, 0)}" for i, c in enumerate(self.labels.classes))
         skipped = "; skipped " + ", ".join(f"{n} {why}" for why, n in self.skipped.items()) if self.skipped else ""
-        return f"{self.name}: {len(self.samples)} images ({per_class}){skipped}"
+        empty = [c for i, c in enumerate(self.labels.classes) if not counts.get(i)]
+        none = f"; no images of {', '.join(empty)}" if empty and self.samples else ""
+        return f"{self.name}: {len(self.samples)} images ({per_class}){skipped}{none}"
+
+    def require_images(self, where: str) -> None:
+        """An error when nothing usable is left (every image skipped, or none found), naming why."""
+        if not self.samples:
+            why = "; ".join(f"{n} {reason}" for reason, n in self.skipped.items()) or "no images found"
+            raise DataError(f"{where}: the {self.name} split has no usable images ({why})")
 
 
 def emotion_key(name: str, where: str) -> str:

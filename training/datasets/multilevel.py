@@ -59,21 +59,100 @@ def _identity(detector) -> str:
     return f"{detector.name}{':' + weights if weights else ''}/boxes-v{BOX_CACHE_VERSION}"
 
 
+class TruncatedImage(DataError):
+    """An image file cut short (no end-of-image marker)."""
+
+
+def probe_image(path: Path) -> tuple[int, int]:
+    """(width, height) from the image's header, without decoding it. A file that is no image, or a JPEG or
+    PNG cut short (no end-of-image marker in its last kilobyte: a truncated download or copy), raises
+    DataError naming the file and why."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            (w, h), kind = im.size, im.format
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 1024))
+            tail = fh.read()
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, ImportError) as exc:
+        # ImportError: ultralytics patches Image.open to look for a HEIF plugin when PIL knows no format
+        raise DataError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    end = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}.get(kind)
+    if end is not None and end not in tail:
+        raise TruncatedImage(f"{path}: truncated {kind} (no end-of-image marker; re-copy the file)")
+    return w, h
+
+
+def _probe_all(samples: list[Sample], root: Path) -> dict[int, tuple[int, int] | str]:
+    """probe_image for each sample: id(sample) -> (w, h), or why it is unusable. Cached in
+    <root>/.ros_fer_boxes/images.json by path, size and modification time, so later runs stat, not read."""
+    cache_file = root / ".ros_fer_boxes" / "images.json"
+    try:
+        cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    except ValueError:
+        cache = {}
+    out, dirty = {}, False
+    for s in samples:
+        key = os.path.relpath(s.path, root)
+        try:
+            st = s.path.stat()
+        except OSError:
+            out[id(s)] = "missing image"
+            continue
+        entry = cache.get(key)
+        if not (isinstance(entry, list) and entry[:2] == [st.st_size, st.st_mtime_ns]):
+            try:
+                entry = [st.st_size, st.st_mtime_ns, *probe_image(s.path)]
+            except DataError as exc:
+                why = "truncated image" if isinstance(exc, TruncatedImage) else "unreadable image"
+                entry = [st.st_size, st.st_mtime_ns, why]
+            cache[key], dirty = entry, True
+        out[id(s)] = tuple(entry[2:]) if len(entry) == 4 else entry[2]
+    if dirty:
+        cache_file.parent.mkdir(exist_ok=True)
+        tmp = cache_file.with_name(cache_file.name + ".tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_file)
+    return out
+
+
+def box_problem(box, w: int, h: int) -> str | None:
+    """Why a given (annotated) box cannot be this image's: under 2 px (fractions instead of pixels?), or less
+    than half of it inside the image. None when it is usable; boxes may cross the border a little."""
+    if box is None:
+        return None
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return "box under 2 px (boxes are in pixels, not fractions)"
+    inside = max(0.0, min(x2, w) - max(x1, 0)) * max(0.0, min(y2, h) - max(y1, 0))
+    return "box outside the image" if inside < 0.5 * (x2 - x1) * (y2 - y1) else None
+
+
 def fill_boxes(split: Split, root: Path, progress=None, data: dict | None = None, log=None) -> dict[str, int]:
-    """Give every sample its face and body box, as the runtime would find them. In order: annotations; the
-    whole image as the face (`data.image_is_face`, pre-cropped face sets such as RAF-DB aligned or FERPlus);
-    the detector's boxes, cached in <root>/.ros_fer_boxes/<detector identity>.json so epochs and later runs
-    never re-detect. An annotated face (AffectNet) gets the detected body that holds it, else a body derived
-    from it, never another person's. No face found: the face stays None and the crops estimate it from the
-    body, as the node does (`crops.estimate_face`); nobody found: the whole image is the body."""
+    """Give every sample its face and body box, as the runtime would find them. First every image's header
+    is read (cached): an unreadable or truncated image, and a given box that is not this image's (outside it,
+    or in fractions), are dropped from the split and counted in `split.skipped`, never a crash mid-epoch or a
+    silent wrong crop. Then, in order: annotations; the whole image as the face (`data.image_is_face`,
+    pre-cropped face sets such as RAF-DB aligned or FERPlus); the detector's boxes, cached in
+    <root>/.ros_fer_boxes/<detector identity>.json so epochs and later runs never re-detect. An annotated face
+    (AffectNet) gets the detected body that holds it, else a body derived from it, never another person's. No
+    face found: the face stays None and the crops estimate it from the body, as the node does
+    (`crops.estimate_face`); nobody found: the whole image is the body."""
     data = data or {}
     counts = {"annotated": 0, "image is the face": 0, "cached": 0, "detected": 0, "no face": 0}
+    sizes, kept = _probe_all(split.samples, root), []
+    for s in split.samples:
+        size = sizes[id(s)]
+        why = size if isinstance(size, str) else box_problem(s.face, *size) or box_problem(s.body, *size)
+        if why:
+            split.skipped[why] += 1
+        else:
+            kept.append(s)
+    split.samples = kept
     if data.get("image_is_face"):
-        from PIL import Image
-
         for s in split.samples:
-            with Image.open(s.path) as im:
-                w, h = im.size
+            w, h = sizes[id(s)]
             s.face = s.face or image_face(w, h)
             s.body = s.body or [0.0, 0.0, float(w), float(h)]
             counts["image is the face"] += 1
@@ -86,13 +165,18 @@ def fill_boxes(split: Split, root: Path, progress=None, data: dict | None = None
     ident = _identity(detector)
     cache_file = root / ".ros_fer_boxes" / (hashlib.sha1(ident.encode()).hexdigest()[:12] + ".json")
     cache = json.loads(cache_file.read_text())["boxes"] if cache_file.is_file() else {}
-    dirty = False
+    dirty, undecodable = False, set()
     for s in progress(todo) if progress else todo:
         key = os.path.relpath(s.path, root) + ("#face=" + ",".join(f"{v:.1f}" for v in s.face) if s.face else "")
         if key in cache:
             counts["cached"] += 1
         else:
-            rgb = read_rgb(s.path)
+            try:
+                rgb = read_rgb(s.path)
+            except DataError:  # a header PIL reads but OpenCV cannot decode
+                undecodable.add(id(s))
+                split.skipped["unreadable image"] += 1
+                continue
             h, w = rgb.shape[:2]
             det = detector.detect(rgb)
             if s.face is not None:  # annotated face: only the body is wanted, the one that holds this face
@@ -113,6 +197,8 @@ def fill_boxes(split: Split, root: Path, progress=None, data: dict | None = None
         s.body = s.body or entry["body"]
         if s.face is None:
             counts["no face"] += 1
+    if undecodable:
+        split.samples = [s for s in split.samples if id(s) not in undecodable]
     if dirty:
         cache_file.parent.mkdir(exist_ok=True)
         tmp = cache_file.with_name(cache_file.name + ".tmp")
@@ -126,10 +212,15 @@ def fill_split_boxes(split: Split, data: dict, progress=None, log=None) -> dict[
     (box cache) and options, a plain data set with `data.root`. Returns the counts summed over the parts."""
     parts = split.parts or [data]
     total: dict[str, int] = {}
+    kept: set[int] = set()
     for n, part in enumerate(parts):
         sub = Split(split.name, split.labels, [s for s in split.samples if s.part == n])
         counts = fill_boxes(sub, Path(part["root"]).expanduser(), progress, part, log)
         total = {k: total.get(k, 0) + v for k, v in counts.items()}
+        kept |= {id(s) for s in sub.samples}
+        prefix = f"{part['dataset']}[{n}] " if split.parts else ""
+        split.skipped.update({prefix + why: k for why, k in sub.skipped.items()})
+    split.samples = [s for s in split.samples if id(s) in kept]  # unreadable images and foreign boxes: dropped
     return total
 
 

@@ -23,12 +23,19 @@ FROM_BGR = {
     "bgra8": cv2.COLOR_BGR2BGRA,
     "rgba8": cv2.COLOR_BGR2RGBA,
 }
-MAX_SIDE = 8192  # larger is a corrupt header, not a camera
+MAX_PIXELS = 4096 * 4096  # the node's max_pixels default: more than any robot camera sends
+MAX_SIDE = 65535  # what JPEG can declare; a longer side is a corrupt header
 MAX_COMPRESSED_BYTES = 64 << 20
 
 
 class ImageError(InputShapeError):
-    """A frame that cannot be turned into an image; the node skips it and stays alive."""
+    """A frame that cannot be turned into an image; the node skips it, counts `reason`, and stays alive.
+    Reasons: encoding, size (zero, or over max_pixels), layout (step or data length), header (a compressed
+    image whose size cannot be read without decoding), truncated (no end-of-image marker), decode."""
+
+    def __init__(self, message: str, reason: str = "decode"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def _buffer(data) -> np.ndarray:
@@ -37,41 +44,104 @@ def _buffer(data) -> np.ndarray:
     return np.frombuffer(memoryview(data), np.uint8)
 
 
-def image_to_bgr(msg) -> np.ndarray:
-    """A sensor_msgs/Image as a BGR uint8 array [H, W, 3]. 8-bit encodings: byte order is moot, so either
-    is_bigendian is accepted; rows may be padded (step > width * channels)."""
+def _check_size(w: int, h: int, max_pixels: int) -> None:
+    if h <= 0 or w <= 0:
+        raise ImageError(f"zero-size image ({w}x{h})", "size")
+    if w > MAX_SIDE or h > MAX_SIDE:
+        raise ImageError(f"image of {w}x{h}: a side over {MAX_SIDE} pixels is a corrupt header", "size")
+    if w * h > max_pixels:
+        raise ImageError(f"image of {w}x{h} = {w * h} pixels is over max_pixels = {max_pixels}", "size")
+
+
+def check_image(msg, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """What can be checked of a sensor_msgs/Image without touching its pixels: the encoding, the size against
+    `max_pixels`, the step and the data length. Returns (width, height); raises ImageError."""
     encoding = str(msg.encoding).lower()
     if encoding not in ENCODINGS:
-        raise ImageError(f"unsupported encoding {msg.encoding!r}; supported: {', '.join(ENCODINGS)}")
+        raise ImageError(f"unsupported encoding {msg.encoding!r}; supported: {', '.join(ENCODINGS)}", "encoding")
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h == 0 or w == 0:
-        raise ImageError(f"zero-size image ({w}x{h})")
-    if h > MAX_SIDE or w > MAX_SIDE:
-        raise ImageError(f"image of {w}x{h} is larger than {MAX_SIDE} pixels a side")
-    channels, code = ENCODINGS[encoding]
+    _check_size(w, h, max_pixels)
+    channels = ENCODINGS[encoding][0]
     if step < w * channels:
-        raise ImageError(f"step {step} is shorter than width x channels = {w * channels}")
-    data = _buffer(msg.data)
-    if data.size != h * step:
-        raise ImageError(f"data is {data.size} bytes, height x step = {h * step}")
-    pixels = data.reshape(h, step)[:, : w * channels].reshape(h, w, channels)
+        raise ImageError(f"step {step} is shorter than width x channels = {w * channels}", "layout")
+    size = len(msg.data)
+    if size != h * step:
+        raise ImageError(f"data is {size} bytes, height x step = {h * step}", "layout")
+    return w, h
+
+
+def image_to_bgr(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A sensor_msgs/Image as a BGR uint8 array [H, W, 3]. 8-bit encodings: byte order is moot, so either
+    is_bigendian is accepted; rows may be padded (step > width * channels)."""
+    w, h = check_image(msg, max_pixels)
+    channels, code = ENCODINGS[str(msg.encoding).lower()]
+    pixels = _buffer(msg.data).reshape(h, int(msg.step))[:, : w * channels].reshape(h, w, channels)
     if code is None:
         return np.ascontiguousarray(pixels)
     return cv2.cvtColor(pixels if channels > 1 else pixels[:, :, 0], code)
 
 
-def compressed_to_bgr(msg) -> np.ndarray:
-    """A sensor_msgs/CompressedImage (JPEG, PNG, ...) as a BGR uint8 array."""
-    data = _buffer(msg.data)
-    if data.size == 0:
-        raise ImageError("empty compressed image")
-    if data.size > MAX_COMPRESSED_BYTES:
-        raise ImageError(f"compressed image of {data.size} bytes is larger than {MAX_COMPRESSED_BYTES}")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def compressed_size(data: bytes | np.ndarray) -> tuple[str, int, int]:
+    """(format, width, height) a JPEG or PNG declares in its header, read without decoding (a few hundred
+    bytes at most). Raises ImageError (reason `header`) for anything else or a header cut short."""
+    b = memoryview(_buffer(data))
+    if bytes(b[:8]) == b"\x89PNG\r\n\x1a\n":
+        if len(b) < 24 or bytes(b[12:16]) != b"IHDR":
+            raise ImageError("PNG without its IHDR header", "header")
+        return "png", int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+    if bytes(b[:2]) == b"\xff\xd8":
+        i = 2
+        while i + 4 <= len(b):  # segments: FF marker, 2-byte length; the frame header (SOF) holds the size
+            if b[i] != 0xFF:
+                raise ImageError(f"JPEG header corrupt at byte {i}", "header")
+            marker = b[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+                i += 2
+                continue
+            length = int.from_bytes(b[i + 2 : i + 4], "big")
+            if marker in _JPEG_SOF:
+                if i + 9 > len(b):
+                    break
+                return "jpeg", int.from_bytes(b[i + 7 : i + 9], "big"), int.from_bytes(b[i + 5 : i + 7], "big")
+            if marker in (0xD9, 0xDA) or length < 2:  # end of image or scan data before any frame header
+                break
+            i += 2 + length
+        raise ImageError("JPEG without a frame header (SOF) before its image data", "header")
+    raise ImageError(f"not a JPEG or PNG (starts with {bytes(b[:4]).hex()})", "header")
+
+
+def check_compressed(msg, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """What can be checked of a sensor_msgs/CompressedImage without decoding it: its byte size, its format
+    (JPEG or PNG, what image_transport publishes) and the size its header declares against `max_pixels`.
+    Returns (width, height); raises ImageError."""
+    size = len(msg.data)
+    if size == 0:
+        raise ImageError("empty compressed image", "layout")
+    if size > MAX_COMPRESSED_BYTES:
+        raise ImageError(f"compressed image of {size} bytes is larger than {MAX_COMPRESSED_BYTES}", "size")
+    kind, w, h = compressed_size(msg.data)
+    _check_size(w, h, max_pixels)
+    tail = bytes(memoryview(_buffer(msg.data))[-64:])
+    if (b"\xff\xd9" if kind == "jpeg" else b"IEND") not in tail:
+        raise ImageError(f"truncated {kind.upper()} of {size} bytes (no end-of-image marker)", "truncated")
+    return w, h
+
+
+def compressed_to_bgr(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A sensor_msgs/CompressedImage (JPEG or PNG) as a BGR uint8 array, its size checked from the header
+    before anything is decoded."""
+    w, h = check_compressed(msg, max_pixels)
+    bgr = cv2.imdecode(_buffer(msg.data), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ImageError(f"cannot decode compressed image (format {getattr(msg, 'format', '?')!r})")
-    if bgr.shape[0] > MAX_SIDE or bgr.shape[1] > MAX_SIDE:
-        raise ImageError(f"image of {bgr.shape[1]}x{bgr.shape[0]} is larger than {MAX_SIDE} pixels a side")
+        raise ImageError(f"cannot decode compressed image (format {getattr(msg, 'format', '?')!r})", "decode")
+    if bgr.shape[:2] != (h, w):
+        raise ImageError(f"decoded {bgr.shape[1]}x{bgr.shape[0]}, the header said {w}x{h}", "decode")
     return bgr
 
 

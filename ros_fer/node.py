@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -21,14 +21,18 @@ from ros_fer_msgs.msg import EmotionArray, PersonEmotion
 
 from .annotate import draw
 from .errors import FerError
-from .image_conv import ImageError, bgr_to_fields, compressed_to_bgr, image_to_bgr
-from .params import NODE, PARAMS, load_params
+from .image_conv import ImageError, bgr_to_fields, check_compressed, check_image, compressed_to_bgr, image_to_bgr
+from .params import NODE, PARAMS, RUNTIME, load_params
 from .pipeline import FrameResult, Pipeline
+from .tracking import PerTrack
 
 try:  # REP-155 output where hri_msgs is installed
     from hri_msgs.msg import Expression
 except ImportError:
     Expression = None
+
+
+SKIP_REASONS = ("encoding", "size", "layout", "header", "truncated", "decode")  # ImageError.reason
 
 
 class LatestFrame:
@@ -91,7 +95,8 @@ class FerNode(Node):
         values = {}
         for p in PARAMS:
             text = p.description + (f" ({' | '.join(p.choices)})" if p.choices else "")
-            desc = ParameterDescriptor(description=text, read_only=True, dynamic_typing=True)
+            text += "; changes at run time" if p.name in RUNTIME else "; needs a reload"
+            desc = ParameterDescriptor(description=text, dynamic_typing=True)
             values[p.name] = self.declare_parameter(p.name, p.default, desc).value
         self.params = load_params(None, values)
         self.pipeline = Pipeline.from_params(self.params)
@@ -106,34 +111,68 @@ class FerNode(Node):
         self.emotion_pub = self.create_publisher(
             EmotionArray, "emotion", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         )
-        self.debug_pub = (
-            self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
-            if self.params["debug_image"]
-            else None
-        )
+        self.debug_pub = self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.hri_pubs: dict[int, object] = {}
+        # REP-155: one publisher per live face track, destroyed when the tracker forgets the track, capped
+        self.hri_pubs = PerTrack(
+            lambda track_id: self.create_publisher(Expression, f"/humans/faces/fer{track_id}/expression", 10),
+            self.destroy_publisher,
+            self.params["max_expression_publishers"],
+        )
         kind = CompressedImage if self.params["compressed"] else Image
+        self.check = check_compressed if self.params["compressed"] else check_image
         self.convert = compressed_to_bgr if self.params["compressed"] else image_to_bgr
         self.create_subscription(kind, "image", self._on_image, qos_profile_sensor_data)
         self.slot = LatestFrame()
         self.latencies: deque[float] = deque(maxlen=200)
         self.stage_ms: deque[dict[str, float]] = deque(maxlen=200)
         self.processed: deque[float] = deque(maxlen=200)
-        self.bad_frames = self.errors = self.debug_published = 0
+        self.skipped: Counter[str] = Counter()  # why frames were refused or failed to decode
+        self.errors = self.debug_published = 0
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.stop = threading.Event()
         self.worker = threading.Thread(target=self._work, name="fer_worker", daemon=True)
         self.worker.start()
         self.create_timer(1.0, self._diagnostics)
 
+    def _on_set_parameters(self, changes) -> SetParametersResult:
+        """`ros2 param set`: the cheap parameters (params.RUNTIME) apply from the next frame; the others are
+        refused with the reason, since they need the model or detector built again."""
+        reload = [c.name for c in changes if c.name not in RUNTIME and c.value != self.params.get(c.name)]
+        if reload:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{', '.join(reload)} needs a reload (restart the node, or lifecycle cleanup + configure); "
+                f"changeable at run time: {', '.join(RUNTIME)}",
+            )
+        try:
+            new = load_params(None, {**self.params, **{c.name: c.value for c in changes}})
+        except FerError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.pipeline.retune(new)
+        self.params = new  # one reference swap: the worker reads a whole dict, old or new
+        self.get_logger().info("parameters changed: " + ", ".join(f"{c.name}={c.value}" for c in changes))
+        return SetParametersResult(successful=True)
+
+    def _skip(self, exc: ImageError) -> None:
+        self.skipped[exc.reason] += 1
+        self.get_logger().warning(f"skipping a frame: {exc}", throttle_duration_sec=5.0)
+
     def _on_image(self, msg) -> None:
+        """On arrival only what costs nothing (encoding, size from the header, data length): a malformed
+        frame never takes the slot of a good one waiting for the worker. Decoding stays on the worker."""
+        try:
+            self.check(msg, self.params["max_pixels"])
+        except ImageError as exc:
+            self._skip(exc)
+            return
         self.slot.put((msg, time.monotonic()))
 
     def _work(self) -> None:
-        period = 1.0 / self.params["max_rate"] if self.params["max_rate"] > 0 else 0.0
         last = 0.0
         while not self.stop.is_set():
-            wait = last + period - time.monotonic()
+            rate = self.params["max_rate"]
+            wait = last + (1.0 / rate if rate > 0 else 0.0) - time.monotonic()
             if wait > 0:  # rate cap: frames arriving meanwhile replace each other in the slot
                 self.stop.wait(wait)
             item = self.slot.take(timeout=0.2)
@@ -143,36 +182,34 @@ class FerNode(Node):
             try:
                 self._handle(*item)
             except ImageError as exc:
-                self.bad_frames += 1
-                self.get_logger().warning(f"skipping a frame: {exc}", throttle_duration_sec=5.0)
+                self._skip(exc)
             except Exception as exc:  # noqa: BLE001 - one bad frame must never stop the node
                 self.errors += 1
                 self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
     def _handle(self, msg, arrived: float) -> None:
-        bgr = self.convert(msg)
+        params = self.params
+        bgr = self.convert(msg, params["max_pixels"])
         result = self.pipeline.process(bgr, color="bgr")
         latency = time.monotonic() - arrived
         self.emotion_pub.publish(to_msg(result, msg.header, latency))
         self.latencies.append(latency)
         self.stage_ms.append(result.timings_ms)
         self.processed.append(time.monotonic())
-        if self.debug_pub is not None and self.debug_pub.get_subscription_count() > 0:
+        if params["debug_image"] and self.debug_pub.get_subscription_count() > 0:
             self.debug_pub.publish(Image(header=msg.header, **bgr_to_fields(draw(bgr, result))))
             self.debug_published += 1  # drawn only while someone subscribes
         if Expression is not None:
             self._publish_rep155(result, msg.header)
 
     def _publish_rep155(self, result: FrameResult, header) -> None:
+        if self.pipeline.tracker is not None:  # tracks the tracker forgot: their publishers go
+            self.hri_pubs.keep_only(self.pipeline.tracker.live_ids())
         for p in result.persons:
             if p.track_id < 0 or p.face_box is None:
                 continue
-            if p.track_id not in self.hri_pubs:
-                self.hri_pubs[p.track_id] = self.create_publisher(
-                    Expression, f"/humans/faces/fer{p.track_id}/expression", 10
-                )
             expression = self.rep155.get(p.label, "")  # "unknown" has no REP-155 expression
-            self.hri_pubs[p.track_id].publish(
+            self.hri_pubs.get(p.track_id).publish(
                 Expression(
                     header=header,
                     expression=expression,
@@ -195,8 +232,11 @@ class FerNode(Node):
             "latency_median_ms": f"{np.median(lat):.1f}" if lat.size else "nan",
             "latency_p95_ms": f"{np.percentile(lat, 95):.1f}" if lat.size else "nan",
             "frames_dropped_for_newer": str(self.slot.dropped),
-            "frames_malformed": str(self.bad_frames),
+            "frames_malformed": str(sum(self.skipped.values())),
+            **{f"frames_skipped_{why}": str(self.skipped[why]) for why in SKIP_REASONS},
             "frames_failed": str(self.errors),
+            "expression_publishers": str(len(self.hri_pubs)),
+            "tracks_live": str(len(self.pipeline.tracker.live_ids()) if self.pipeline.tracker else 0),
             "debug_images_published": str(self.debug_published),
             "model": self.pipeline.runtime.description,
         }

@@ -78,10 +78,30 @@ PARAMS: tuple[Param, ...] = (
     Param("track_buffer", 30, "frames a lost track is kept"),
     Param("valence_arousal", True, "publish valence/arousal from the label set's mapping (NaN when off)"),
     Param("max_rate", 15.0, "most frames per second processed; newer frames replace waiting ones"),
+    Param(
+        "max_pixels",
+        4096 * 4096,
+        "frames with more pixels are refused on arrival, compressed ones from their header before decoding",
+    ),
+    Param("max_expression_publishers", 32, "REP-155: at most this many per-face expression publishers at once"),
     Param("compressed", False, "subscribe to sensor_msgs/CompressedImage instead of Image"),
     Param("debug_image", True, "publish ~/debug_image (only while someone subscribes)"),
 )
 DEFAULTS = {p.name: p.default for p in PARAMS}
+# What `ros2 param set` changes on a running node, from the next frame on; the rest needs a reload
+# (lifecycle cleanup + configure, or a restart).
+RUNTIME = (
+    "smoothing",
+    "hysteresis",
+    "unknown_threshold",
+    "max_persons",
+    "detector_confidence",
+    "keypoint_score",
+    "valence_arousal",
+    "max_rate",
+    "max_pixels",
+    "debug_image",
+)
 
 
 def load_params(path: str | Path | None = None, overrides: dict | None = None) -> dict:

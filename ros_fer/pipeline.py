@@ -143,6 +143,19 @@ class Pipeline:
             detector, runtime, params["max_persons"], tracker, params["valence_arousal"], params["keypoint_score"]
         )
 
+    def retune(self, params: dict) -> None:
+        """The cheap parameters (params.RUNTIME) take effect from the next frame; nothing is reloaded."""
+        self.max_persons = int(params["max_persons"])
+        self.keypoint_score = float(params["keypoint_score"])
+        emotions = self.runtime.labels.emotions
+        on = bool(params["valence_arousal"])
+        self.valence = np.array([e.valence for e in emotions]) if on else None
+        self.arousal = np.array([e.arousal for e in emotions]) if on else None
+        if hasattr(self.detector, "confidence"):  # YOLO's score threshold (Haar has none)
+            self.detector.confidence = float(params["detector_confidence"])
+        if self.tracker is not None:
+            self.tracker.retune(params["smoothing"], params["hysteresis"], params["unknown_threshold"])
+
     def reset(self) -> None:
         """Forget all tracks (a new, unrelated stream of frames begins)."""
         if self.tracker is not None:

@@ -72,6 +72,14 @@ class Tracker:
         self.states: dict[int, TrackState] = {}
         self.frame = 0
 
+    def live_ids(self) -> set[int]:
+        """The tracks still remembered (seen within track_buffer frames)."""
+        return set(self.states)
+
+    def retune(self, smoothing: float, hysteresis: float, unknown_threshold: float) -> None:
+        """New smoothing settings, from the next update on (tracks and their state are kept)."""
+        self.alpha, self.hysteresis, self.threshold = smoothing, hysteresis, unknown_threshold
+
     def reset(self) -> None:
         """Forget every track (a new, unrelated stream of frames begins)."""
         self.byte.reset()
@@ -113,3 +121,41 @@ class Tracker:
         for t in stale:
             del self.states[t]
         return out
+
+
+class PerTrack:
+    """Something kept per live track (a REP-155 publisher, say), made on first use and released when the
+    tracker forgets the track, at most `cap` at once (beyond it the least recently used one is released
+    first). `make(track_id)` builds one, `release(thing)` frees it. ROS-free: the node passes rclpy's
+    create_publisher / destroy_publisher."""
+
+    def __init__(self, make, release, cap: int = 32):
+        if cap < 1:
+            raise ValueError(f"cap must be at least 1, got {cap}")
+        self.make, self.release, self.cap = make, release, cap
+        self.items: dict[int, object] = {}  # insertion order = least recently used first
+        self.made = self.released = 0
+
+    def get(self, track_id: int):
+        if track_id in self.items:
+            self.items[track_id] = self.items.pop(track_id)  # most recently used now
+            return self.items[track_id]
+        while len(self.items) >= self.cap:
+            oldest = next(iter(self.items))
+            self.release(self.items.pop(oldest))
+            self.released += 1
+        self.items[track_id] = self.make(track_id)
+        self.made += 1
+        return self.items[track_id]
+
+    def keep_only(self, live: set[int]) -> None:
+        """Release what belongs to tracks that are no longer live."""
+        for track_id in [t for t in self.items if t not in live]:
+            self.release(self.items.pop(track_id))
+            self.released += 1
+
+    def clear(self) -> None:
+        self.keep_only(set())
+
+    def __len__(self) -> int:
+        return len(self.items)

@@ -50,7 +50,8 @@ def test_compressed_round_trip(fmt):
         ({"encoding": "yuv422"}, "unsupported encoding 'yuv422'"),
         ({"encoding": "16UC1"}, "unsupported encoding"),
         ({"height": 0, "width": 0, "step": 0, "data": b""}, "zero-size"),
-        ({"height": 100000}, "larger than 8192"),
+        ({"height": 100000}, "image of 53x100000: a side over 65535 pixels is a corrupt header"),
+        ({"height": 5000, "width": 5000}, "image of 5000x5000 = 25000000 pixels is over max_pixels = 16777216"),
         ({"step": 10}, "step 10 is shorter"),
         ({"data": bytes(10)}, "data is 10 bytes"),
     ],
@@ -64,7 +65,7 @@ def test_malformed_images_are_named(change, message):
 def test_malformed_compressed_images():
     with pytest.raises(ImageError, match="empty"):
         compressed_to_bgr(CompressedImage(format="jpeg", data=b""))
-    with pytest.raises(ImageError, match="cannot decode"):
+    with pytest.raises(ImageError, match="JPEG header corrupt at byte 2"):
         compressed_to_bgr(CompressedImage(format="jpeg", data=b"\xff\xd8not really a jpeg"))
 
 
@@ -128,8 +129,12 @@ def test_error_messages_name_the_numbers():
         ({"encoding": "yuv422"}, "unsupported encoding 'yuv422'; supported: bgr8, rgb8, mono8, bgra8, rgba8"),
         ({"width": 0}, "zero-size image (0x2)"),
         ({"height": 0}, "zero-size image (3x0)"),
-        ({"width": 8193, "step": 8193 * 3}, "image of 8193x2 is larger than 8192 pixels a side"),
-        ({"height": 8193}, "image of 3x8193 is larger than 8192 pixels a side"),
+        ({"width": 65536, "step": 65536 * 3}, "image of 65536x2: a side over 65535 pixels is a corrupt header"),
+        ({"height": 65536}, "image of 3x65536: a side over 65535 pixels is a corrupt header"),
+        (
+            {"height": 5593, "width": 3000, "step": 9000},
+            "image of 3000x5593 = 16779000 pixels is over max_pixels = 16777216",
+        ),
         ({"step": 8}, "step 8 is shorter than width x channels = 9"),
         ({"data": bytes(17)}, "data is 17 bytes, height x step = 18"),
     ]
@@ -140,23 +145,65 @@ def test_error_messages_name_the_numbers():
     image_to_bgr(Image(**{**base, "step": 9}))  # exactly width x channels: fine
 
 
-def test_compressed_limits_and_formats():
-    tall = np.zeros((8193, 1, 3), np.uint8)
-    png = cv2.imencode(".png", tall)[1].tobytes()
+IEND = (0).to_bytes(4, "big") + b"IEND\xaeB`\x82"  # a PNG's last chunk
+
+
+def png_header(w: int, h: int) -> bytes:
+    """The first 24 bytes of a PNG of w x h, written by hand: signature, IHDR length and type, size."""
+    return b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR" + w.to_bytes(4, "big") + h.to_bytes(4, "big")
+
+
+def jpeg_header(w: int, h: int) -> bytes:
+    """SOI, an APP0 segment, then a baseline frame header (SOF0) declaring w x h: what a JPEG starts with."""
+    app0 = b"\xff\xe0" + (16).to_bytes(2, "big") + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof = b"\xff\xc0" + (17).to_bytes(2, "big") + b"\x08" + h.to_bytes(2, "big") + w.to_bytes(2, "big") + b"\x03"
+    return b"\xff\xd8" + app0 + sof + bytes(9)
+
+
+def test_compressed_sizes_are_read_from_the_header_before_decoding():
+    """The declared size of a JPEG or PNG comes from its header (checked against hand-written headers and
+    against OpenCV's own encoder); above max_pixels the frame is refused without being decoded."""
+    from ros_fer.image_conv import check_compressed, compressed_size
+
+    assert compressed_size(png_header(8000, 6000)) == ("png", 8000, 6000)
+    assert compressed_size(jpeg_header(640, 480)) == ("jpeg", 640, 480)
+    assert compressed_size(b"\xff\xd8\xff\xff" + jpeg_header(33, 7)[2:]) == ("jpeg", 33, 7)  # a fill byte
+    for shape in ((37, 53), (1, 8193), (480, 640)):
+        for ext, fmt in ((".png", "png"), (".jpg", "jpeg")):
+            data = cv2.imencode(ext, np.zeros((*shape, 3), np.uint8))[1].tobytes()
+            assert compressed_size(data) == (fmt, shape[1], shape[0])
+    # an 8000 x 8000 black PNG is a few hundred kilobytes: refused from its header, never decoded
+    big = CompressedImage(format="png", data=png_header(8000, 8000) + bytes(100) + IEND)  # no pixel data at all
     with pytest.raises(ImageError) as info:
-        compressed_to_bgr(CompressedImage(format="png", data=png))
-    assert str(info.value) == "image of 1x8193 is larger than 8192 pixels a side"
-    wide = cv2.imencode(".png", np.zeros((1, 8193, 3), np.uint8))[1].tobytes()
-    with pytest.raises(ImageError, match="image of 8193x1 is larger"):
-        compressed_to_bgr(CompressedImage(format="png", data=wide))
-    edge = cv2.imencode(".png", np.zeros((8192, 1, 3), np.uint8))[1].tobytes()
-    assert compressed_to_bgr(CompressedImage(format="png", data=edge)).shape == (8192, 1, 3)
+        compressed_to_bgr(big)
+    assert str(info.value) == "image of 8000x8000 = 64000000 pixels is over max_pixels = 16777216"
+    assert info.value.reason == "size"
+    assert check_compressed(big, max_pixels=8000 * 8000) == (8000, 8000)  # the cap is the parameter
+    for ext, kind in ((".png", "PNG"), (".jpg", "JPEG")):  # cut short: refused before decoding, said why
+        whole = cv2.imencode(ext, BGR)[1].tobytes()
+        assert check_compressed(CompressedImage(data=whole)) == (53, 37)
+        with pytest.raises(ImageError, match=f"truncated {kind} of {len(whole) - 70} bytes") as info:
+            check_compressed(CompressedImage(data=whole[:-70]))
+        assert info.value.reason == "truncated"
+    with pytest.raises(ImageError, match="over max_pixels = 100"):
+        compressed_to_bgr(CompressedImage(format="png", data=cv2.imencode(".png", BGR)[1].tobytes()), max_pixels=100)
+    for data, message in (
+        (b"GIF89a" + bytes(20), r"not a JPEG or PNG \(starts with 47494638\)"),
+        (png_header(5, 5)[:20], "PNG without its IHDR header"),
+        (b"\xff\xd8\xff\xda\x00\x08" + bytes(10), "JPEG without a frame header"),
+        (jpeg_header(0, 10), r"zero-size image \(0x10\)"),
+    ):
+        with pytest.raises(ImageError, match=message):
+            check_compressed(CompressedImage(format="x", data=data))
+
+
+def test_compressed_limits_and_formats():
     with pytest.raises(ImageError) as info:
         compressed_to_bgr(CompressedImage(format="jpeg", data=bytes((64 << 20) + 1)))
     assert str(info.value) == f"compressed image of {(64 << 20) + 1} bytes is larger than {64 << 20}"
     with pytest.raises(ImageError) as info:
         compressed_to_bgr(CompressedImage(format="jpeg", data=b"\x00\x01"))
-    assert str(info.value) == "cannot decode compressed image (format 'jpeg')"
+    assert str(info.value) == "not a JPEG or PNG (starts with 0001)"
     grey = compressed_to_bgr(CompressedImage(format="png", data=cv2.imencode(".png", PIXELS[..., 1])[1].tobytes()))
     assert grey.shape == (2, 3, 3) and grey.tolist() == np.repeat(PIXELS[..., 1:2], 3, axis=2).tolist()
     # encoding: the format named, JPEG quality honoured, PNG lossless
@@ -171,20 +218,26 @@ def test_compressed_limits_and_formats():
 def test_limits_are_inclusive_and_messages_exact():
     from types import SimpleNamespace
 
-    edge_h = Image(height=8192, width=1, encoding="mono8", step=1, data=bytes(8192))
-    assert image_to_bgr(edge_h).shape == (8192, 1, 3)  # exactly the limit: accepted
-    edge_w = Image(height=1, width=8192, encoding="mono8", step=8192, data=bytes(8192))
-    assert image_to_bgr(edge_w).shape == (1, 8192, 3)
+    edge = Image(height=4096, width=4096, encoding="mono8", step=4096, data=bytes(4096 * 4096))
+    assert image_to_bgr(edge).shape == (4096, 4096, 3)  # exactly max_pixels: accepted
+    tall = Image(height=4097 * 4096, width=1, encoding="mono8", step=1, data=b"")
+    with pytest.raises(ImageError) as info:  # refused by its size before its (missing) data is looked at
+        image_to_bgr(tall)
+    assert str(info.value) == "image of 1x16781312: a side over 65535 pixels is a corrupt header"
+    strip = Image(height=1, width=65535, encoding="mono8", step=65535, data=bytes(65535))
+    assert image_to_bgr(strip, max_pixels=65535).shape == (1, 65535, 3)
+    with pytest.raises(ImageError, match="image of 65535x1 = 65535 pixels is over max_pixels = 65534"):
+        image_to_bgr(strip, max_pixels=65534)
     wide = cv2.imencode(".png", np.zeros((1, 8192, 3), np.uint8))[1].tobytes()
     assert compressed_to_bgr(CompressedImage(format="png", data=wide)).shape == (1, 8192, 3)
-    with pytest.raises(ImageError) as info:  # exactly the byte limit: read, then found undecodable
+    with pytest.raises(ImageError) as info:  # exactly the byte limit: read, then found to be no image
         compressed_to_bgr(CompressedImage(format="jpeg", data=bytes(64 << 20)))
-    assert str(info.value) == "cannot decode compressed image (format 'jpeg')"
+    assert str(info.value) == "not a JPEG or PNG (starts with 00000000)"
     with pytest.raises(ImageError) as info:
         compressed_to_bgr(CompressedImage(format="jpeg", data=b""))
     assert str(info.value) == "empty compressed image"
     with pytest.raises(ImageError) as info:  # any object with a data field; no format field: '?'
-        compressed_to_bgr(SimpleNamespace(data=b"\x00\x01\x02"))
+        compressed_to_bgr(SimpleNamespace(data=png_header(4, 4) + bytes(30) + IEND))
     assert str(info.value) == "cannot decode compressed image (format '?')"
     with pytest.raises(KeyError):
         bgr_to_compressed(PIXELS, "bmp")

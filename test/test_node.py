@@ -292,3 +292,29 @@ def test_colcon_workspace_build(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.splitlines()
     assert lines[0].startswith(str(install)) and lines[1] == str(install / "ros_fer" / "share" / "ros_fer" / "config")
+
+
+def test_hostile_compressed_frames_cost_nothing_and_tracks_release_their_publishers(bundle_run):
+    """In the bundle run (real DDS): every good compressed frame answered although each is followed at once
+    by a malformed one (an 8000x8000 PNG bomb refused from its header, empty, header-less, GIF, truncated);
+    each reason counted; `ros2 param set` of a cheap parameter applies on the next frame, one that needs a
+    reload is refused with the reason; REP-155 publishers go with their tracks."""
+    h = bundle_run["hostile"]
+    assert h["set_max_rate"] == [[True, ""]]
+    ok, reason = h["set_backbone"][0]
+    assert not ok and "backbone needs a reload" in reason
+    assert h["bomb_refused"] == "image of 8000x8000 = 64000000 pixels is over max_pixels = 16777216"
+    assert h["bomb"]["decoded_shape"] == [8000, 8000, 3]  # what the node would otherwise have decoded
+    assert h["fuzz"]["good_answered"] == h["fuzz"]["good_sent"] == 40
+    assert h["bad_answered"] == 0
+    stats = h["diagnostics"]
+    for reason in ("size", "layout", "header", "truncated"):  # 8 of each of the five kinds (GIF: header)
+        assert int(stats[f"frames_skipped_{reason}"]) == {"header": 16}.get(reason, 8), (reason, stats)
+    assert h["set_threshold"] == [[True, ""]]
+    assert h["labels_after"] and set(h["labels_after"]) == {"unknown"}  # no confidence reaches 1.01
+    tracks = h["tracks"]
+    assert len([t for t in tracks["track_ids"] if t >= 0]) >= 6  # a new track each time the face comes back
+    # one expression publisher while the face is tracked, none once its track has ended
+    assert tracks["expression_topics_with_face_then_without"] == [1, 0] * 6
+    assert stats["expression_publishers"] == "0" and stats["tracks_live"] == "0"
+    assert bundle_run["alive_at_end"] and bundle_run["node_exit"] == 0

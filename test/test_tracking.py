@@ -6,7 +6,7 @@ the buffer."""
 import numpy as np
 import pytest
 
-from ros_fer.tracking import UNKNOWN, UNTRACKED, Tracker
+from ros_fer.tracking import UNKNOWN, UNTRACKED, PerTrack, Tracker
 
 A = np.array([100, 100, 200, 400, 0.9], np.float32)
 B = np.array([400, 100, 500, 400, 0.8], np.float32)
@@ -106,3 +106,56 @@ def test_defaults_are_the_documented_parameters_and_bytetrack_recovers_low_score
     # a box far from every track is someone else: no overlap, no match
     far = np.array([900, 100, 1000, 400, 0.9], np.float32)
     assert tracker.update(far[None], probs)[0].track_id != first
+
+
+def test_per_track_things_are_released_when_their_track_ends_and_capped():
+    """The node's bookkeeping (a REP-155 publisher per face track) over 300 short tracks, each seen for two
+    frames then gone for four: everything made is released once the tracker forgets its track, and at most
+    `cap` exist at any time. ByteTrack's own lists stay bounded too."""
+    live_things: set[int] = set()
+    made_for: list[int] = []
+
+    def make(track_id):
+        made_for.append(track_id)
+        live_things.add(track_id)
+        return track_id
+
+    registry = PerTrack(make, live_things.remove, cap=3)
+    tracker = Tracker(LABELS, track_buffer=1)
+    nobody = (np.zeros((0, 5), np.float32), np.zeros((0, 3)))
+    rng = np.random.default_rng(0)
+    most = 0
+    for k in range(300):
+        x, y = 40.0 * (k % 25), 300.0 * (k % 3)
+        box = np.array([[x, y, x + 40, y + 120, 0.9]], np.float32)
+        for frame in [(box, rng.dirichlet(np.ones(3))[None])] * 2 + [nobody] * 4:
+            out = tracker.update(*frame)
+            registry.keep_only(tracker.live_ids())
+            for s in out:
+                if s.track_id != UNTRACKED:
+                    registry.get(s.track_id)
+            most = max(most, len(registry))
+            assert live_things == set(registry.items) and len(tracker.states) <= 1
+    assert len(set(made_for)) == len(made_for) >= 290  # a new track (and thing) per appearance
+    assert registry.made == len(made_for) and registry.released == len(made_for) and len(registry) == 0
+    assert most == 1 and not live_things
+    byte = tracker.byte
+    assert len(byte.tracked_stracks) + len(byte.lost_stracks) <= 1 and len(byte.removed_stracks) <= 1000
+    # the cap: four tracks at once, three things at most, least recently used released first
+    many = PerTrack(make, live_things.remove, cap=3)
+    for track_id in (101, 102, 103, 101, 104):
+        many.get(track_id)
+    assert list(many.items) == [103, 101, 104] and live_things == {101, 103, 104} and many.released == 1
+    many.clear()
+    assert not live_things
+    with pytest.raises(ValueError, match="cap must be at least 1"):
+        PerTrack(make, live_things.remove, cap=0)
+
+
+def test_retune_changes_the_labels_from_the_next_update_and_keeps_the_tracks():
+    tracker = Tracker(LABELS, smoothing=0.0, hysteresis=0.0, unknown_threshold=0.35)
+    probs = np.array([[0.6, 0.3, 0.1]])
+    assert tracker.update(A[None], probs)[0].label == LABELS[0]
+    tracker.retune(smoothing=0.0, hysteresis=0.0, unknown_threshold=0.7)
+    again = tracker.update(A[None], probs)[0]
+    assert again.label == UNKNOWN and again.track_id == 1  # same track, new threshold

@@ -141,7 +141,14 @@ def bundle_scenario(args) -> int:
     report: dict = {"bundle": args.bundle}
     frame = camera_frame()
     jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-    proc = start_node(f"model:={args.bundle}", "compressed:=true", "max_rate:=2.0", remap="image:=/test/compressed")
+    proc = start_node(
+        f"model:={args.bundle}",
+        "compressed:=true",
+        "max_rate:=2.0",
+        "track_buffer:=1",
+        "max_expression_publishers:=2",
+        remap="image:=/test/compressed",
+    )
     rclpy.init()
     probe = Node("fer_probe_bundle")
     pub = probe.create_publisher(CompressedImage, "/test/compressed", qos_profile_sensor_data)
@@ -159,11 +166,14 @@ def bundle_scenario(args) -> int:
     except ImportError:
         Expression = None
 
-    def send(stamp: int) -> None:
-        msg = CompressedImage(format="jpeg", data=jpeg)
+    def send_bytes(data: bytes, stamp: int, fmt: str = "jpeg") -> None:
+        msg = CompressedImage(format=fmt, data=data)
         msg.header.frame_id = "camera"
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
         pub.publish(msg)
+
+    def send(stamp: int) -> None:
+        send_bytes(jpeg, stamp)
 
     def node_stats() -> dict:
         statuses = [s for d in diagnostics for s in d.status if "fer_node" in s.name]
@@ -215,9 +225,96 @@ def bundle_scenario(args) -> int:
         report["emotion_by_stamp"] = {
             str(stamp_ns(m)): [person_fields(p) for p in m.persons] for m in received if m.persons
         }
+        report["hostile"] = hostile_input(probe, send_bytes, received, jpeg, node_stats)
     finally:
         finish(probe, proc, report, args.json)
     return 0
+
+
+def set_parameters(probe: Node, **values) -> list:
+    """`ros2 param set` through the node's real /fer_node/set_parameters service: [(successful, reason)]."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    client = probe.create_client(SetParameters, "/fer_node/set_parameters")
+    if not client.wait_for_service(timeout_sec=10.0):
+        return [(False, "no set_parameters service")]
+    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    future = client.call_async(request)
+    spin_until(probe, future.done, 10.0)
+    probe.destroy_client(client)
+    return [(r.successful, r.reason) for r in future.result().results] if future.done() else [(False, "no answer")]
+
+
+def hostile_input(probe: Node, send_bytes, received: list, jpeg: bytes, node_stats) -> dict:
+    """Compressed fuzz: every good frame is followed at once by a malformed one (a decompression bomb among
+    them: an 8000x8000 black PNG of a few hundred kB), with the rate cap lifted at run time; every good
+    frame must still be answered. Then a parameter change on the next frame, a parameter that needs a reload
+    refused, and many short face tracks: REP-155 publishers come and go with them."""
+    from ros_fer.image_conv import check_compressed
+
+    out: dict = {}
+    bomb = cv2.imencode(".png", np.zeros((8000, 8000), np.uint8))[1].tobytes()
+    t0 = time.perf_counter()
+    try:
+        check_compressed(CompressedImage(format="png", data=bomb))
+    except Exception as exc:  # noqa: BLE001 - reported
+        out["bomb_refused"] = str(exc)
+    t1 = time.perf_counter()
+    decoded = cv2.imdecode(np.frombuffer(bomb, np.uint8), cv2.IMREAD_COLOR)
+    t2 = time.perf_counter()
+    out["bomb"] = {"bytes": len(bomb), "reject_ms": (t1 - t0) * 1e3, "decode_ms": (t2 - t1) * 1e3}
+    out["bomb"]["decoded_shape"] = list(decoded.shape)
+    del decoded
+    out["set_max_rate"] = set_parameters(probe, max_rate=0.0)
+    out["set_backbone"] = set_parameters(probe, backbone="ViT-L-14")
+    malformed = [
+        (bomb, "png"),
+        (b"", "jpeg"),
+        (b"\xff\xd8\xff\xda\x00\x08" + bytes(64), "jpeg"),  # scan data before any frame header
+        (b"GIF89a" + bytes(64), "gif"),
+        (jpeg[: len(jpeg) // 2], "jpeg"),  # cut short: no end-of-image marker
+    ]
+    answered, sent = 0, 0
+    for i in range(40):
+        stamp = 1_000_000_000 * 40 + i
+        send_bytes(jpeg, stamp)
+        data, fmt = malformed[i % len(malformed)]
+        send_bytes(data, 1_000_000_000 * 45 + i, fmt)
+        sent += 1
+        if spin_until(probe, lambda s=stamp: any(stamp_ns(m) == s for m in received), 5.0):
+            answered += 1
+    out["fuzz"] = {"good_sent": sent, "good_answered": answered}
+    out["bad_answered"] = sum(1 for m in received if 45 <= m.header.stamp.sec < 46)
+    # a cheap parameter: the next frame is labelled with it (no confidence reaches 1.01)
+    out["set_threshold"] = set_parameters(probe, unknown_threshold=1.01)
+    stamp = 1_000_000_000 * 50
+    send_bytes(jpeg, stamp)
+    spin_until(probe, lambda: any(stamp_ns(m) == stamp for m in received), 5.0)
+    out["labels_after"] = [p.label for m in received if stamp_ns(m) == stamp for p in m.persons]
+    # many short tracks: a face for a frame, then black frames until the tracker (track_buffer 1) forgets it
+    black = cv2.imencode(".jpg", np.zeros((480, 640, 3), np.uint8))[1].tobytes()
+    topics, ids = [], set()
+
+    def expression_topics() -> int:
+        names = probe.get_publisher_names_and_types_by_node("fer_node", "/")
+        return sum(1 for name, _ in names if name.startswith("/humans/faces/"))
+
+    for cycle in range(6):  # ByteTrack confirms a new track on its second frame: the face stays for three
+        for j, frame in enumerate([jpeg, jpeg, jpeg, black, black, black]):
+            stamp = 1_000_000_000 * (60 + cycle) + j
+            send_bytes(frame, stamp)
+            spin_until(probe, lambda s=stamp: any(stamp_ns(m) == s for m in received), 5.0)
+            ids |= {p.track_id for m in received if stamp_ns(m) == stamp for p in m.persons}
+            if j in (2, 5):
+                spin_until(probe, lambda: False, 0.5)  # graph changes reach the probe
+                topics.append(expression_topics())
+    out["tracks"] = {"track_ids": sorted(ids), "expression_topics_with_face_then_without": topics}
+    count = len(received)
+    spin_until(probe, lambda: False, 1.5)  # a fresh diagnostics message
+    out["diagnostics"] = node_stats()
+    out["answers_after_end"] = len(received) - count
+    return out
 
 
 def spin_until(node: Node, done, timeout: float) -> bool:

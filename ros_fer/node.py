@@ -13,7 +13,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
@@ -49,6 +49,10 @@ class LatestFrame:
                 self.dropped += 1
             self._item = item
             self._cond.notify()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._item = None
 
     def take(self, timeout: float):
         with self._cond:
@@ -89,17 +93,41 @@ def to_msg(result: FrameResult, header, latency: float) -> EmotionArray:
     return out
 
 
-class FerNode(Node):
+class FerNode(LifecycleNode):
+    """A managed (lifecycle) node. configure: load the model and the detector (the slow part) and start the
+    worker; activate: subscribe and publish; deactivate: unsubscribe, no inference at all, the model stays
+    loaded; cleanup: free the model. With `autostart` (the default) main() configures and activates it at
+    once, so `ros2 run` and launch users see a plain node."""
+
     def __init__(self):
         super().__init__(NODE)
         values = {}
         for p in PARAMS:
             text = p.description + (f" ({' | '.join(p.choices)})" if p.choices else "")
-            text += "; changes at run time" if p.name in RUNTIME else "; needs a reload"
+            text += "; changes at run time" if p.name in RUNTIME else "; needs a reload (cleanup + configure)"
             desc = ParameterDescriptor(description=text, dynamic_typing=True)
             values[p.name] = self.declare_parameter(p.name, p.default, desc).value
         self.params = load_params(None, values)
-        self.pipeline = Pipeline.from_params(self.params)
+        self.pipeline: Pipeline | None = None
+        self.configure_error = ""
+        self.subscription = self.worker = self.timer = None
+        self.slot = LatestFrame()
+        self.latencies: deque[float] = deque(maxlen=200)
+        self.stage_ms: deque[dict[str, float]] = deque(maxlen=200)
+        self.processed: deque[float] = deque(maxlen=200)
+        self.skipped: Counter[str] = Counter()  # why frames were refused or failed to decode
+        self.errors = self.debug_published = 0
+        self.stop = threading.Event()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.pipeline = Pipeline.from_params(self.params)
+        except FerError as exc:
+            self.configure_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
         self.rep155 = dict(zip(self.pipeline.labels, self.pipeline.runtime.labels.rep155(), strict=True))
         self.get_logger().info(
             f"model: {self.pipeline.runtime.description}; backend {self.pipeline.runtime.backend.name} "
@@ -119,37 +147,69 @@ class FerNode(Node):
             self.destroy_publisher,
             self.params["max_expression_publishers"],
         )
-        kind = CompressedImage if self.params["compressed"] else Image
         self.check = check_compressed if self.params["compressed"] else check_image
         self.convert = compressed_to_bgr if self.params["compressed"] else image_to_bgr
-        self.create_subscription(kind, "image", self._on_image, qos_profile_sensor_data)
-        self.slot = LatestFrame()
-        self.latencies: deque[float] = deque(maxlen=200)
-        self.stage_ms: deque[dict[str, float]] = deque(maxlen=200)
-        self.processed: deque[float] = deque(maxlen=200)
-        self.skipped: Counter[str] = Counter()  # why frames were refused or failed to decode
-        self.errors = self.debug_published = 0
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.stop = threading.Event()
+        self.stop.clear()
         self.worker = threading.Thread(target=self._work, name="fer_worker", daemon=True)
         self.worker.start()
-        self.create_timer(1.0, self._diagnostics)
+        self.timer = self.create_timer(1.0, self._diagnostics)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        kind = CompressedImage if self.params["compressed"] else Image
+        self.subscription = self.create_subscription(kind, "image", self._on_image, qos_profile_sensor_data)
+        self.get_logger().info("active: subscribed to frames")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.subscription is not None:
+            self.destroy_subscription(self.subscription)
+            self.subscription = None
+        self.slot.clear()  # a frame waiting for the worker is dropped: nothing is inferred while inactive
+        self.hri_pubs.clear()
+        self.get_logger().info("inactive: no frames taken, the model stays loaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        for entity in (self.timer, self.emotion_pub, self.debug_pub, self.diag_pub):
+            if entity is not None:
+                (self.destroy_timer if entity is self.timer else self.destroy_publisher)(entity)
+        self.timer = None
+        self.pipeline = None  # the model and the detector go
+        self.get_logger().info("unconfigured: model freed")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.subscription is not None:
+            self.on_deactivate(state)
+        if self.pipeline is not None:
+            self.on_cleanup(state)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        self.stop.set()
+        if self.worker is not None:
+            self.worker.join(timeout=5.0)
+            self.worker = None
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
         """`ros2 param set`: the cheap parameters (params.RUNTIME) apply from the next frame; the others are
         refused with the reason, since they need the model or detector built again."""
         reload = [c.name for c in changes if c.name not in RUNTIME and c.value != self.params.get(c.name)]
-        if reload:
+        if reload and self.pipeline is not None:  # unconfigured: anything may change before configure
             return SetParametersResult(
                 successful=False,
-                reason=f"{', '.join(reload)} needs a reload (restart the node, or lifecycle cleanup + configure); "
+                reason=f"{', '.join(reload)} needs a reload (lifecycle deactivate + cleanup, set, configure + "
+                "activate; or a restart); "
                 f"changeable at run time: {', '.join(RUNTIME)}",
             )
         try:
             new = load_params(None, {**self.params, **{c.name: c.value for c in changes}})
         except FerError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        self.pipeline.retune(new)
+        if self.pipeline is not None:
+            self.pipeline.retune(new)
         self.params = new  # one reference swap: the worker reads a whole dict, old or new
         self.get_logger().info("parameters changed: " + ", ".join(f"{c.name}={c.value}" for c in changes))
         return SetParametersResult(successful=True)
@@ -189,6 +249,8 @@ class FerNode(Node):
 
     def _handle(self, msg, arrived: float) -> None:
         params = self.params
+        if self.subscription is None:  # deactivated meanwhile: no inference
+            return
         bgr = self.convert(msg, params["max_pixels"])
         result = self.pipeline.process(bgr, color="bgr")
         latency = time.monotonic() - arrived
@@ -239,6 +301,7 @@ class FerNode(Node):
             "tracks_live": str(len(self.pipeline.tracker.live_ids()) if self.pipeline.tracker else 0),
             "debug_images_published": str(self.debug_published),
             "model": self.pipeline.runtime.description,
+            "state": "active" if self.subscription is not None else "inactive",
         }
         stages = list(self.stage_ms)
         for key in stages[0] if stages else ():
@@ -252,18 +315,19 @@ class FerNode(Node):
         return Header(stamp=self.get_clock().now().to_msg())
 
     def close(self) -> None:
-        self.stop.set()
-        self.worker.join(timeout=5.0)
+        self._stop_worker()
 
 
 def main(args=None) -> int:
     rclpy.init(args=args)
-    try:
-        node = FerNode()
-    except FerError as exc:
-        print(f"fer_node: error: {exc}", flush=True)
-        rclpy.try_shutdown()
-        return 1
+    node = FerNode()
+    if node.params["autostart"]:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            print(f"fer_node: error: {node.configure_error}", flush=True)
+            node.destroy_node()
+            rclpy.try_shutdown()
+            return 1
+        node.trigger_activate()
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -86,6 +86,12 @@ PARAMS: tuple[Param, ...] = (
     Param("max_expression_publishers", 32, "REP-155: at most this many per-face expression publishers at once"),
     Param("compressed", False, "subscribe to sensor_msgs/CompressedImage instead of Image"),
     Param("debug_image", True, "publish ~/debug_image (only while someone subscribes)"),
+    Param(
+        "autostart",
+        True,
+        "fer_node configures and activates itself at start; false: it waits, unconfigured, for a lifecycle "
+        "manager (configure loads the model, activate subscribes, deactivate pauses, cleanup frees the model)",
+    ),
 )
 DEFAULTS = {p.name: p.default for p in PARAMS}
 # What `ros2 param set` changes on a running node, from the next frame on; the rest needs a reload

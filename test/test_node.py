@@ -47,8 +47,11 @@ def test_launch_file():
         if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "DeclareLaunchArgument"
     ]
     assert declared == ["params_file", "image_topic"]
-    node = {kw.arg: kw.value for kw in calls["Node"].keywords}
+    node = {kw.arg: kw.value for kw in calls["LifecycleNode"].keywords}
     assert node["package"].value == "ros_fer" and node["executable"].value == "fer_node"
+    # the launch file drives the transitions, so the node's own autostart is off there
+    assert node["autostart"].value is True
+    assert ast.literal_eval(node["parameters"].elts[1]) == {"autostart": False} and "autostart" in DEFAULTS
     assert ast.literal_eval(calls["PathJoinSubstitution"].args[0].elts[1]) == "config"
     assert "fer_node = ros_fer.node:main" in (ROOT / "setup.py").read_text()
     remap = node["remappings"].elts[0].elts
@@ -166,7 +169,8 @@ def test_node_answers_every_frame_with_its_header(e2e):
     assert len(later) == 1 and min(next(iter(later))) >= 0  # one stable track id
     # Offline here: detector auto fell back to Haar faces (no keypoints), and said so once at start.
     assert basic["face_sources"] == ["detector"] and basic["keypoint_lengths"] == [0]
-    assert e2e["node_log_tail"].count("detector auto:") == 1, e2e["node_log_tail"]
+    log = e2e["node_log_tail"]  # said once per configure (at start, and after the lifecycle reload)
+    assert log.count("detector auto:") == log.count("[fer_node]: model: ") == 2, log
 
 
 def test_emotion_carries_what_the_pipeline_computes(e2e):
@@ -318,3 +322,20 @@ def test_hostile_compressed_frames_cost_nothing_and_tracks_release_their_publish
     assert tracks["expression_topics_with_face_then_without"] == [1, 0] * 6
     assert stats["expression_publishers"] == "0" and stats["tracks_live"] == "0"
     assert bundle_run["alive_at_end"] and bundle_run["node_exit"] == 0
+
+
+def test_lifecycle_pauses_resumes_and_reloads_through_the_real_services(e2e):
+    """fer_node is a managed node: deactivate stops answering (frames sent meanwhile get nothing), activate
+    answers again; a reload parameter is refused while configured and taken while unconfigured, and
+    configure + activate bring the node back with it (labels=caers on the zero-shot model)."""
+    lc = e2e["lifecycle"]
+    assert lc["start"] == "active"  # autostart: configured and activated by main()
+    assert lc["deactivate"] and lc["paused"] == "inactive" and lc["answers_while_inactive"] == 0
+    assert lc["activate"] and lc["resumed"] == "active"
+    assert lc["labels_after_activate"] and lc["labels_after_activate"][0] == list(load_label_set("basic7").classes)
+    ok, reason = lc["set_labels_while_active"][0]
+    assert not ok and "labels needs a reload" in reason
+    assert lc["deactivate_again"] and lc["cleanup"] and lc["unconfigured"] == "unconfigured"
+    assert lc["set_labels_unconfigured"] == [[True, ""]]
+    assert lc["configure"] and lc["activate_again"]
+    assert lc["labels_after_reload"] and lc["labels_after_reload"][0] == list(load_label_set("caers").classes)

@@ -231,6 +231,60 @@ def bundle_scenario(args) -> int:
     return 0
 
 
+def call(probe: Node, srv_type, name: str, request, timeout: float = 60.0):
+    client = probe.create_client(srv_type, name)
+    try:
+        if not client.wait_for_service(timeout_sec=10.0):
+            return None
+        future = client.call_async(request)
+        spin_until(probe, future.done, timeout)
+        return future.result() if future.done() else None
+    finally:
+        probe.destroy_client(client)
+
+
+def lifecycle(probe, good: dict) -> dict:
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    def state() -> str:
+        got = call(probe, GetState, "/fer_node/get_state", GetState.Request())
+        return got.current_state.label if got else "no answer"
+
+    def change(transition: int) -> bool:
+        got = call(
+            probe, ChangeState, "/fer_node/change_state", ChangeState.Request(transition=Transition(id=transition))
+        )
+        return bool(got and got.success)
+
+    def answered(base: int, tries: int = 20) -> list:
+        for i in range(tries):  # after a new subscription, the first best-effort frames may be lost
+            stamp = 1_000_000_000 * base + i
+            probe.send(good, stamp)
+            if spin_until(probe, lambda s=stamp: any(stamp_ns(m) == s for m, _ in probe.received), 2.0):
+                return [list(p.labels) for m, _ in probe.received if stamp_ns(m) == stamp for p in m.persons]
+        return []
+
+    out = {"start": state(), "deactivate": change(Transition.TRANSITION_DEACTIVATE), "paused": state()}
+    for i in range(10):
+        probe.send(good, 1_000_000_000 * 2000 + i)
+        spin_until(probe, lambda: False, 0.2)
+    spin_until(probe, lambda: False, 1.0)
+    out["answers_while_inactive"] = sum(1 for m, _ in probe.received if m.header.stamp.sec == 2000)
+    out["activate"] = change(Transition.TRANSITION_ACTIVATE)
+    out["resumed"] = state()
+    out["labels_after_activate"] = answered(2100)
+    out["set_labels_while_active"] = set_parameters(probe, labels="caers")
+    out["deactivate_again"] = change(Transition.TRANSITION_DEACTIVATE)
+    out["cleanup"] = change(Transition.TRANSITION_CLEANUP)
+    out["unconfigured"] = state()
+    out["set_labels_unconfigured"] = set_parameters(probe, labels="caers")
+    out["configure"] = change(Transition.TRANSITION_CONFIGURE)
+    out["activate_again"] = change(Transition.TRANSITION_ACTIVATE)
+    out["labels_after_reload"] = answered(2200)
+    return out
+
+
 def set_parameters(probe: Node, **values) -> list:
     """`ros2 param set` through the node's real /fer_node/set_parameters service: [(successful, reason)]."""
     from rcl_interfaces.srv import SetParameters
@@ -435,6 +489,9 @@ def main() -> int:
         report["debug_images"] = probe.debug_images
         statuses = [s for d in probe.diagnostics for s in d.status if "fer_node" in s.name]
         report["diagnostics"] = {s.key: s.value for s in statuses[-1].values} if statuses else {}
+        # 5. lifecycle, through the node's real services: deactivate pauses (no answers), activate resumes;
+        # cleanup frees the model, a reload parameter changes meanwhile, configure + activate load it again.
+        report["lifecycle"] = lifecycle(probe, good)
     finally:
         finish(probe, proc, report, args.json)
     return 0

@@ -73,7 +73,11 @@ def check_image(msg, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
 def image_to_bgr(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A sensor_msgs/Image as a BGR uint8 array [H, W, 3]. 8-bit encodings: byte order is moot, so either
     is_bigendian is accepted; rows may be padded (step > width * channels)."""
-    w, h = check_image(msg, max_pixels)
+    return decode_image(msg, *check_image(msg, max_pixels))
+
+
+def decode_image(msg, w: int, h: int) -> np.ndarray:
+    """The pixels of an Image that `check_image` passed as w x h (the node checks on arrival, decodes later)."""
     channels, code = ENCODINGS[str(msg.encoding).lower()]
     pixels = _buffer(msg.data).reshape(h, int(msg.step))[:, : w * channels].reshape(h, w, channels)
     if code is None:
@@ -81,6 +85,7 @@ def image_to_bgr(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return cv2.cvtColor(pixels if channels > 1 else pixels[:, :, 0], code)
 
 
+END_MARKERS = {"jpeg": b"\xff\xd9", "png": b"IEND"}  # what a complete JPEG / PNG has near its end
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
@@ -128,7 +133,7 @@ def check_compressed(msg, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     kind, w, h = compressed_size(msg.data)
     _check_size(w, h, max_pixels)
     tail = bytes(memoryview(_buffer(msg.data))[-64:])
-    if (b"\xff\xd9" if kind == "jpeg" else b"IEND") not in tail:
+    if END_MARKERS[kind] not in tail:
         raise ImageError(f"truncated {kind.upper()} of {size} bytes (no end-of-image marker)", "truncated")
     return w, h
 
@@ -136,7 +141,11 @@ def check_compressed(msg, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
 def compressed_to_bgr(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A sensor_msgs/CompressedImage (JPEG or PNG) as a BGR uint8 array, its size checked from the header
     before anything is decoded."""
-    w, h = check_compressed(msg, max_pixels)
+    return decode_compressed(msg, *check_compressed(msg, max_pixels))
+
+
+def decode_compressed(msg, w: int, h: int) -> np.ndarray:
+    """The pixels of a CompressedImage that `check_compressed` passed as w x h."""
     bgr = cv2.imdecode(_buffer(msg.data), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageError(f"cannot decode compressed image (format {getattr(msg, 'format', '?')!r})", "decode")

@@ -21,7 +21,7 @@ from ros_fer_msgs.msg import EmotionArray, PersonEmotion
 
 from .annotate import draw
 from .errors import FerError
-from .image_conv import ImageError, bgr_to_fields, check_compressed, check_image, compressed_to_bgr, image_to_bgr
+from .image_conv import ImageError, bgr_to_fields, check_compressed, check_image, decode_compressed, decode_image
 from .params import NODE, PARAMS, RUNTIME, load_params
 from .pipeline import FrameResult, Pipeline
 from .tracking import PerTrack
@@ -148,7 +148,7 @@ class FerNode(LifecycleNode):
             self.params["max_expression_publishers"],
         )
         self.check = check_compressed if self.params["compressed"] else check_image
-        self.convert = compressed_to_bgr if self.params["compressed"] else image_to_bgr
+        self.decode = decode_compressed if self.params["compressed"] else decode_image
         self.stop.clear()
         self.worker = threading.Thread(target=self._work, name="fer_worker", daemon=True)
         self.worker.start()
@@ -172,9 +172,9 @@ class FerNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
-        for entity in (self.timer, self.emotion_pub, self.debug_pub, self.diag_pub):
-            if entity is not None:
-                (self.destroy_timer if entity is self.timer else self.destroy_publisher)(entity)
+        self.destroy_timer(self.timer)
+        for publisher in (self.emotion_pub, self.debug_pub, self.diag_pub):
+            self.destroy_publisher(publisher)
         self.timer = None
         self.pipeline = None  # the model and the detector go
         self.get_logger().info("unconfigured: model freed")
@@ -222,11 +222,11 @@ class FerNode(LifecycleNode):
         """On arrival only what costs nothing (encoding, size from the header, data length): a malformed
         frame never takes the slot of a good one waiting for the worker. Decoding stays on the worker."""
         try:
-            self.check(msg, self.params["max_pixels"])
+            size = self.check(msg, self.params["max_pixels"])
         except ImageError as exc:
             self._skip(exc)
             return
-        self.slot.put((msg, time.monotonic()))
+        self.slot.put((msg, size, time.monotonic()))
 
     def _work(self) -> None:
         last = 0.0
@@ -247,11 +247,11 @@ class FerNode(LifecycleNode):
                 self.errors += 1
                 self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
-    def _handle(self, msg, arrived: float) -> None:
+    def _handle(self, msg, size: tuple[int, int], arrived: float) -> None:
         params = self.params
         if self.subscription is None:  # deactivated meanwhile: no inference
             return
-        bgr = self.convert(msg, params["max_pixels"])
+        bgr = self.decode(msg, *size)  # checked on arrival: decoded here, not checked again
         result = self.pipeline.process(bgr, color="bgr")
         latency = time.monotonic() - arrived
         self.emotion_pub.publish(to_msg(result, msg.header, latency))

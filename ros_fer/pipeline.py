@@ -113,10 +113,8 @@ class Pipeline:
         self.detector, self.runtime, self.max_persons, self.tracker = detector, runtime, max_persons, tracker
         # What the front doors say once at start: fall-backs taken while building the parts.
         self.warnings = [*runtime.warnings, *getattr(detector, "warnings", ())]
-        labels = runtime.labels
-        self.labels = labels.classes
-        self.valence = np.array([e.valence for e in labels.emotions]) if valence_arousal else None
-        self.arousal = np.array([e.arousal for e in labels.emotions]) if valence_arousal else None
+        self.labels = runtime.labels.classes
+        self._valence_arousal(valence_arousal)
 
     @classmethod
     def from_params(cls, params: dict) -> Pipeline:
@@ -143,14 +141,17 @@ class Pipeline:
             detector, runtime, params["max_persons"], tracker, params["valence_arousal"], params["keypoint_score"]
         )
 
+    def _valence_arousal(self, on: bool) -> None:
+        """The label set's valence and arousal per class (None when off: the message carries NaN)."""
+        emotions = self.runtime.labels.emotions
+        self.valence = np.array([e.valence for e in emotions]) if on else None
+        self.arousal = np.array([e.arousal for e in emotions]) if on else None
+
     def retune(self, params: dict) -> None:
         """The cheap parameters (params.RUNTIME) take effect from the next frame; nothing is reloaded."""
         self.max_persons = int(params["max_persons"])
         self.keypoint_score = float(params["keypoint_score"])
-        emotions = self.runtime.labels.emotions
-        on = bool(params["valence_arousal"])
-        self.valence = np.array([e.valence for e in emotions]) if on else None
-        self.arousal = np.array([e.arousal for e in emotions]) if on else None
+        self._valence_arousal(bool(params["valence_arousal"]))
         if hasattr(self.detector, "confidence"):  # YOLO's score threshold (Haar has none)
             self.detector.confidence = float(params["detector_confidence"])
         if self.tracker is not None:

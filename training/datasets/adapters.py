@@ -245,7 +245,9 @@ def combined(cfg: dict, split: str, labels: LabelSet) -> Split:
         part = {**{k: cfg[k] for k in INHERITED if k in cfg}, **part}
         got = load_split(part, split, labels)
         name = f"{part['dataset']}[{n}]"
-        out.samples += [Sample(s.path, s.label, s.face, s.body, part=n) for s in got.samples]
+        for s in got.samples:
+            s.part = n
+        out.samples += got.samples
         out.skipped.update({f"{name} {why}": k for why, k in got.skipped.items()})
         out.parts.append(part)
     return out

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from ros_fer.crops import FACE_MARGIN, Person, associate, crop_batch, derive_body
 from ros_fer.detection import Detections, create_detector
+from ros_fer.image_conv import END_MARKERS
 
 from .base import DataError, Sample, Split
 
@@ -59,6 +60,14 @@ def _identity(detector) -> str:
     return f"{detector.name}{':' + weights if weights else ''}/boxes-v{BOX_CACHE_VERSION}"
 
 
+def _write_json(path: Path, data) -> None:
+    """A cache file beside the data, written whole or not at all (a killed run never leaves half a file)."""
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
 class TruncatedImage(DataError):
     """An image file cut short (no end-of-image marker)."""
 
@@ -78,7 +87,7 @@ def probe_image(path: Path) -> tuple[int, int]:
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, ImportError) as exc:
         # ImportError: ultralytics patches Image.open to look for a HEIF plugin when PIL knows no format
         raise DataError(f"{path}: not a readable image ({type(exc).__name__})") from None
-    end = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}.get(kind)
+    end = END_MARKERS.get(str(kind).lower())  # the node's check of compressed frames, on files
     if end is not None and end not in tail:
         raise TruncatedImage(f"{path}: truncated {kind} (no end-of-image marker; re-copy the file)")
     return w, h
@@ -110,10 +119,7 @@ def _probe_all(samples: list[Sample], root: Path) -> dict[int, tuple[int, int] |
             cache[key], dirty = entry, True
         out[id(s)] = tuple(entry[2:]) if len(entry) == 4 else entry[2]
     if dirty:
-        cache_file.parent.mkdir(exist_ok=True)
-        tmp = cache_file.with_name(cache_file.name + ".tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
+        _write_json(cache_file, cache)
     return out
 
 
@@ -200,10 +206,7 @@ def fill_boxes(split: Split, root: Path, progress=None, data: dict | None = None
     if undecodable:
         split.samples = [s for s in split.samples if id(s) not in undecodable]
     if dirty:
-        cache_file.parent.mkdir(exist_ok=True)
-        tmp = cache_file.with_name(cache_file.name + ".tmp")
-        tmp.write_text(json.dumps({"detector": ident, "boxes": cache}))
-        os.replace(tmp, cache_file)
+        _write_json(cache_file, {"detector": ident, "boxes": cache})
     return counts
 
 

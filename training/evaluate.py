@@ -178,8 +178,13 @@ def evaluate(
         out / "confusion.png",
         f"{data['dataset']} {split}: acc {result['all']['accuracy']:.3f}",
     )
-    if len(y) >= 5:
+    # t-SNE needs points to spread: features that are all the same up to float noise (the same image over
+    # and over) make its init divide by zero, and its Barnes-Hut tree then crashed the process (seen here)
+    distinct = len(np.unique(np.round(feats / max(float(np.abs(feats).max()), 1e-12), 4), axis=0))
+    if len(y) >= 5 and distinct >= 3:
         plot_tsne(feats, y, model_classes, out / "tsne.png")
+    else:
+        result["tsne"] = f"skipped: {len(y)} images, {distinct} distinct feature vectors"
     (out / "results.json").write_text(json.dumps(result, indent=2))
     return result
 

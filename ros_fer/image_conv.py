@@ -33,7 +33,7 @@ class ImageError(InputShapeError):
     Reasons: encoding, size (zero, or over max_pixels), layout (step or data length), header (a compressed
     image whose size cannot be read without decoding), truncated (no end-of-image marker), decode."""
 
-    def __init__(self, message: str, reason: str = "decode"):
+    def __init__(self, message: str, reason: str):
         super().__init__(message)
         self.reason = reason
 
@@ -64,7 +64,7 @@ def check_image(msg, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     channels = ENCODINGS[encoding][0]
     if step < w * channels:
         raise ImageError(f"step {step} is shorter than width x channels = {w * channels}", "layout")
-    size = len(msg.data)
+    size = _buffer(msg.data).size  # bytes, whatever shape a bridge handed the data in
     if size != h * step:
         raise ImageError(f"data is {size} bytes, height x step = {h * step}", "layout")
     return w, h
@@ -125,7 +125,7 @@ def check_compressed(msg, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """What can be checked of a sensor_msgs/CompressedImage without decoding it: its byte size, its format
     (JPEG or PNG, what image_transport publishes) and the size its header declares against `max_pixels`.
     Returns (width, height); raises ImageError."""
-    size = len(msg.data)
+    size = _buffer(msg.data).size  # bytes, whatever shape a bridge handed the data in
     if size == 0:
         raise ImageError("empty compressed image", "layout")
     if size > MAX_COMPRESSED_BYTES:
@@ -157,7 +157,7 @@ def decode_compressed(msg, w: int, h: int) -> np.ndarray:
 def bgr_to_fields(bgr: np.ndarray, encoding: str = "bgr8", row_padding: int = 0) -> dict:
     """The fields of a sensor_msgs/Image holding `bgr` in `encoding` (rows padded by `row_padding` bytes)."""
     if encoding not in FROM_BGR:
-        raise ImageError(f"unsupported encoding {encoding!r}")
+        raise ImageError(f"unsupported encoding {encoding!r}", "encoding")
     code = FROM_BGR[encoding]
     pixels = bgr if code is None else cv2.cvtColor(bgr, code)
     h, w = pixels.shape[:2]
@@ -179,5 +179,5 @@ def bgr_to_compressed(bgr: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> 
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == ".jpg" else []
     ok, buf = cv2.imencode(ext, bgr, params)
     if not ok:
-        raise ImageError(f"cannot encode image as {fmt}")
+        raise ImageError(f"cannot encode image as {fmt}", "encoding")
     return {"format": fmt, "data": buf.tobytes()}

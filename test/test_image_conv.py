@@ -243,3 +243,67 @@ def test_limits_are_inclusive_and_messages_exact():
         bgr_to_compressed(PIXELS, "bmp")
     assert bgr_to_compressed(PIXELS, "png")["data"][:4] == b"\x89PNG"
     assert bgr_to_compressed(PIXELS, "jpg")["data"][:2] == b"\xff\xd8"
+
+
+def test_every_refusal_names_its_reason_and_the_jpeg_walk_follows_the_standard():
+    """Each way a frame is refused carries the reason the node counts it under (diagnostics
+    frames_skipped_<reason>), and the JPEG header walk handles what the standard allows before the frame
+    header: fill bytes, markers without a length, empty segments, lengths above 255, a header ending right
+    after the size. Bytes written by hand."""
+    from types import SimpleNamespace
+
+    from ros_fer.image_conv import check_compressed, check_image, compressed_size
+
+    raw = hand_fields("rgb8")
+    for change, reason in (
+        ({"encoding": "yuv422"}, "encoding"),
+        ({"width": 0}, "size"),
+        ({"height": 65536}, "size"),
+        ({"height": 5000, "width": 5000}, "size"),
+        ({"step": 8}, "layout"),
+        ({"data": bytes(17)}, "layout"),
+    ):
+        with pytest.raises(ImageError) as info:
+            check_image(Image(**{**raw, **change}))
+        assert info.value.reason == reason, change
+    end = cv2.imencode(".jpg", BGR)[1].tobytes()[-2:]
+    for data, reason, message in (
+        (b"", "layout", "empty compressed image"),
+        (bytes((64 << 20) + 1), "size", "compressed image of 67108865 bytes is larger than 67108864"),
+        (b"BM" + bytes(30), "header", "not a JPEG or PNG (starts with 424d0000)"),
+        (png_header(5, 5)[:20], "header", "PNG without its IHDR header"),
+        (b"\xff\xd8\x00\x00" + bytes(20), "header", "JPEG header corrupt at byte 2"),
+        (b"\xff\xd8\xff\xd9\x00\x02" + jpeg_header(8, 8)[22:], "header", "JPEG without a frame header"),
+        (png_header(4, 4) + bytes(30), "truncated", "truncated PNG of 54 bytes"),
+    ):
+        with pytest.raises(ImageError) as info:
+            check_compressed(CompressedImage(format="x", data=data))
+        assert info.value.reason == reason and str(info.value).startswith(message), (data[:8], info.value)
+    with pytest.raises(ImageError) as info:  # a header that passes, then no image behind it
+        compressed_to_bgr(CompressedImage(format="png", data=png_header(4, 4) + bytes(30) + IEND))
+    assert (info.value.reason, str(info.value)) == ("decode", "cannot decode compressed image (format 'png')")
+    sof = b"\xff\xc2\x00\x11\x08" + (480).to_bytes(2, "big") + (640).to_bytes(2, "big")  # progressive, then h, w
+    walks = {
+        "restart and TEM markers": b"\xff\xd8\xff\xd0\xff\x01" + sof,
+        "three fill bytes": b"\xff\xd8\xff\xff\xff" + sof,
+        "an empty segment": b"\xff\xd8\xff\xe1\x00\x02" + sof,
+        "a segment of 258 bytes": b"\xff\xd8\xff\xe2\x01\x02" + bytes(256) + sof,
+        "the header ends after the size": b"\xff\xd8" + sof,
+    }
+    for what, data in walks.items():
+        assert compressed_size(data + end) == ("jpeg", 640, 480), what
+        assert compressed_size(data) == ("jpeg", 640, 480), what
+    with pytest.raises(ImageError, match="JPEG without a frame header"):
+        compressed_size(b"\xff\xd8" + sof[:-1])  # the width cut in half
+    assert compressed_size(png_header(2**24 + 5, 7)) == ("png", 2**24 + 5, 7)  # all four bytes of a side
+    assert compressed_size(png_header(7, 2**24 + 5)) == ("png", 7, 2**24 + 5)
+    column = Image(height=65535, width=1, encoding="mono8", step=1, data=bytes(65535))
+    assert check_image(column) == (1, 65535)  # the longest side JPEG can declare: accepted
+    with pytest.raises(ImageError) as info:
+        bgr_to_fields(BGR, "yuv422")
+    assert info.value.reason == "encoding"
+    # message data as numpy arrays (some bridges hand them over so), any shape
+    rows = np.frombuffer(raw["data"], np.uint8).reshape(raw["height"], raw["step"])
+    assert image_to_bgr(SimpleNamespace(**{**raw, "data": rows})).tolist() == PIXELS.tolist()
+    png = np.frombuffer(cv2.imencode(".png", PIXELS)[1].tobytes(), np.uint8)
+    assert compressed_to_bgr(SimpleNamespace(data=png.reshape(1, -1))).tolist() == PIXELS.tolist()

@@ -150,6 +150,10 @@ def test_per_track_things_are_released_when_their_track_ends_and_capped():
     assert not live_things
     with pytest.raises(ValueError, match="cap must be at least 1"):
         PerTrack(make, live_things.remove, cap=0)
+    one = PerTrack(make, live_things.remove, cap=1)  # the smallest cap: each new track releases the last
+    for track_id in (201, 202, 203):
+        one.get(track_id)
+    assert list(one.items) == [203] and one.released == 2 and live_things == {203}
 
 
 def test_retune_changes_the_labels_from_the_next_update_and_keeps_the_tracks():

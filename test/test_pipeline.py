@@ -341,3 +341,46 @@ def test_colour_order_and_tracks_across_frames(tmp_path):
     assert later[0].track_id == same[0].track_id >= 1
     swapped = pipeline.process(rgb[:, :, ::-1].copy(), color="rgb").persons  # wrong order: other scores
     assert np.abs(swapped[0].raw_scores - same[0].raw_scores).max() > 1e-4
+
+
+def test_retune_applies_the_runtime_parameters_from_the_next_frame(tmp_path):
+    """What `ros2 param set` changes on a running node (params.RUNTIME) reaches the parts without a reload:
+    the same pipeline, the same tracks, new settings on the next frame."""
+    from ros_fer.detection.yolo import YoloDetector
+    from ros_fer.params import RUNTIME
+
+    pipeline = Pipeline.from_params(tiny_params(tmp_path, detector="opencv", detector_max_side=1080, max_persons=2))
+    frame = photo("bus.jpg")
+    before = pipeline.process(frame, color="rgb").persons
+    assert len(before) == 2 and all(np.isfinite(p.valence) for p in before)
+    runtime, tracker = pipeline.runtime, pipeline.tracker
+    new = tiny_params(
+        tmp_path,
+        detector="opencv",
+        max_persons=1,
+        keypoint_score=0.9,
+        smoothing=0.1,
+        hysteresis=0.3,
+        unknown_threshold=1.01,
+        valence_arousal=False,
+        detector_confidence=0.66,
+    )
+    assert {"max_persons", "keypoint_score", "smoothing", "valence_arousal", "detector_confidence"} <= set(RUNTIME)
+    pipeline.retune(new)
+    assert pipeline.runtime is runtime and pipeline.tracker is tracker  # nothing rebuilt
+    assert (tracker.alpha, tracker.hysteresis, tracker.threshold) == (0.1, 0.3, 1.01)
+    assert pipeline.max_persons == 1 and pipeline.keypoint_score == 0.9
+    after = pipeline.process(frame, color="rgb").persons
+    assert len(after) == 1 and after[0].label == "unknown" and np.isnan(after[0].valence)
+    assert after[0].track_id == before[0].track_id  # the same track, kept across the retune
+    pipeline.retune({**new, "valence_arousal": True, "unknown_threshold": 0.0})
+    emotions = runtime.labels.emotions
+    again = pipeline.process(frame, color="rgb").persons[0]
+    assert again.label != "unknown"
+    assert again.valence == pytest.approx(float(again.scores @ [e.valence for e in emotions]), abs=1e-5)
+    assert again.arousal == pytest.approx(float(again.scores @ [e.arousal for e in emotions]), abs=1e-5)
+    # the YOLO detector's score threshold follows detector_confidence (Haar has none to set)
+    yolo = YoloDetector("yolo11n-pose.yaml", "", "cpu", 0.4, runtime="torch")
+    with_yolo = Pipeline(yolo, runtime, tracker=None)
+    with_yolo.retune(new)
+    assert yolo.confidence == 0.66 and with_yolo.tracker is None

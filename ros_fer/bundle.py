@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from . import __version__
 from .backends import BACKENDS, OnnxRuntimeBackend, TensorRTBackend, TorchBackend, export_onnx
 from .backends.tensorrt import import_tensorrt
 from .errors import ConfigError
-from .head import Head
+from .head import CACHE_KEYS, Head
 from .models import FerModel, load_model, save_model
 from .text_bank import TextBank, build_text_bank
 
@@ -39,6 +41,7 @@ def export_bundle(
         "format": BUNDLE_FORMAT,
         "version": __version__,
         "identity": model.identity(),
+        "label_set": model.labels.to_dict(),
         "head": model.head().to_dict(),
         "outputs": list(model.image_outputs()),
         "levels": list(model.levels),
@@ -53,12 +56,20 @@ def export_bundle(
     return out
 
 
+CACHE_FORMAT = "ros_fer.cache/1"
+
+
 @dataclass
 class Bundle:
     path: Path
     manifest: dict
     head: Head
     bank: TextBank
+    cache: dict[str, torch.Tensor] = field(default_factory=dict)  # a cache head's keys and values
+
+    def text(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """What the head reads: the text bank's class features, and a cache head's examples."""
+        return {k: v.to(device) for k, v in {**self.bank.tensors, **self.cache}.items()}
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -111,4 +122,43 @@ def load_bundle(path: str | os.PathLike[str], bank: str | os.PathLike[str] | Non
         raise ConfigError(f"{manifest_file}: format {manifest.get('format')!r}, want {BUNDLE_FORMAT}")
     head = Head.from_dict(manifest["head"])
     text_bank = TextBank.load(bank or path / manifest["text_bank"]).check_identity(manifest["identity"], head.text_keys)
-    return Bundle(path=path, manifest=manifest, head=head, bank=text_bank)
+    cache = read_cache(path / manifest["cache"], manifest) if head.kind == "cache" else {}
+    return Bundle(path=path, manifest=manifest, head=head, bank=text_bank, cache=cache)
+
+
+def cache_width(manifest: dict) -> int:
+    """The length of a cache key: the embedding, or every level's side by side for a `levels` head."""
+    levels = len(manifest["levels"]) if manifest["head"].get("base") == "levels" else 1
+    return levels * int(manifest["identity"]["embed_dim"])
+
+
+def write_cache(path: Path, keys: torch.Tensor, values: torch.Tensor, meta: dict) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tensors = {CACHE_KEYS[0]: keys.detach().float().contiguous().cpu(), CACHE_KEYS[1]: values.float().cpu()}
+    save_file(tensors, str(tmp), metadata={"format": CACHE_FORMAT, "meta": json.dumps(meta)})
+    os.replace(tmp, path)
+    return path
+
+
+def read_cache(path: Path, manifest: dict) -> dict[str, torch.Tensor]:
+    """A cache head's examples, checked against the folder: keys [N, width], values one-hot [N, classes]."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            fmt = (fh.metadata() or {}).get("format")
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ConfigError(f"cache {path} is not a readable safetensors file: {exc}") from exc
+    if fmt != CACHE_FORMAT:
+        raise ConfigError(f"{path}: format {fmt!r}, want {CACHE_FORMAT}")
+    classes, width = len(manifest["identity"]["labels"]), cache_width(manifest)
+    keys, values = (tensors.get(k) for k in CACHE_KEYS)
+    problems = [f"missing tensor {k!r}" for k in CACHE_KEYS if k not in tensors]
+    if not problems:
+        n = keys.shape[0]
+        if keys.ndim != 2 or keys.shape[1] != width or n == 0:
+            problems.append(f"{CACHE_KEYS[0]!r} is {list(keys.shape)}, want [examples > 0, {width}]")
+        if tuple(values.shape) != (n, classes) or not bool(((values == 0) | (values == 1)).all()):
+            problems.append(f"{CACHE_KEYS[1]!r} is {list(values.shape)}, want one-hot [{n}, {classes}]")
+    if problems:
+        raise ConfigError(f"cache {path} does not fit the model folder {path.parent}: " + "; ".join(problems))
+    return tensors

@@ -13,13 +13,18 @@ from .models.factory import parse_overrides
 
 def _model_from_args(args: argparse.Namespace):
     """A trained checkpoint, or a method config with backbone/labels/prompts overrides."""
+    from .labels import is_label_file
     from .models import create_model, load_model
     from .models.factory import read_checkpoint_meta
 
     overrides = parse_overrides(args.set)
     if args.checkpoint and read_checkpoint_meta(args.checkpoint) is not None:
+        relabel = bool(args.labels) and is_label_file(args.labels)  # your states, scored by the trained model
+        if relabel:
+            overrides["labels"] = args.labels
         model = load_model(args.checkpoint, device=args.device, overrides=overrides)
-        for given, have, flag in ((args.method, model.method, "method"), (args.labels, model.labels.name, "labels")):
+        labels = None if relabel else args.labels
+        for given, have, flag in ((args.method, model.method, "method"), (labels, model.labels.name, "labels")):
             if given and given != have:
                 raise FerError(f"--{flag} {given!r} but checkpoint {args.checkpoint} is {have!r}")
         return model
@@ -145,6 +150,30 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt(args: argparse.Namespace) -> int:
+    from .adapt import adapt, describe
+    from .params import load_params
+
+    overrides = parse_overrides(args.set)
+    if args.labels:
+        overrides["labels"] = args.labels
+    params = load_params(args.config, overrides)
+    summary = adapt(
+        args.model,
+        args.images,
+        args.out,
+        params,
+        hold_out=args.hold_out,
+        finetune_epochs=args.finetune_epochs,
+        seed=args.seed,
+        precisions=tuple(args.precision.split(",")),
+        progress=not args.no_progress,
+    )
+    print(describe(summary), file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
 def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["mlper", "mpa-fer", "zeroshot"], help="method (its default config)")
     p.add_argument("--config", help="a config name under config/models/ or a YAML path (instead of --method)")
@@ -152,7 +181,9 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", help="open_clip pretrained tag, e.g. openai (fetched once, cached)")
     weights.add_argument("--checkpoint", help="a trained ros_fer checkpoint, or a local open_clip weight file")
-    p.add_argument("--labels", help="label set, e.g. rafdb, affectnet8, ferplus, caers")
+    p.add_argument(
+        "--labels", help="label set (rafdb, affectnet8, ferplus, caers, ...) or a label file of your states (YAML)"
+    )
     p.add_argument("--prompts", help="prompt file name under config/prompts/ or a YAML path")
     p.add_argument("--levels", help="comma-separated crop levels, e.g. face,body,context")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
@@ -185,6 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", metavar="DIR", help="write each frame with boxes and labels drawn into DIR")
     p.add_argument("--out", help="write the JSON lines to this file instead of standard output")
     p.set_defaults(func=_infer)
+
+    p = sub.add_parser("adapt", help="few-shot: adapt a model to a few labelled images per state (Tip-Adapter)")
+    p.add_argument("--images", required=True, help="a folder with one folder of images per state (+ boxes.json)")
+    p.add_argument("--model", required=True, help="a method config name, a trained checkpoint or an exported folder")
+    p.add_argument("--out", required=True, help="the adapted model folder to write, e.g. models/my-room/")
+    p.add_argument("--labels", help="the label set or label file (YAML) when --model is a config name")
+    p.add_argument("--config", default=None, help="a params file like config/fer.yaml (backbone, detector, ...)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="parameter override (repeatable)")
+    p.add_argument("--hold-out", type=float, default=0.25, help="share of each state's images that picks alpha, beta")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="also train the cache keys (Tip-Adapter-F), e.g. 20")
+    p.add_argument("--precision", default="fp32", help="ONNX graphs to export when --model is not a folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_adapt)
 
     p = sub.add_parser("bench", help="time the pipeline's stages and the encoder's throughput (JSON)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt", "all"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 
 from .detection.base import Detections
 from .detection.keypoints import face_from_keypoints
+from .errors import ConfigError
 
 FACE_MARGIN = 1.3  # FER data sets crop faces with some forehead and chin
 BODY_MARGIN = 1.05
@@ -207,3 +210,34 @@ def crop_batch_tensor(frame: torch.Tensor, persons: list[Person], levels: tuple[
 def make_crops(rgb: np.ndarray, persons: list[Person], levels: tuple[str, ...], size: int) -> np.ndarray:
     """uint8 [P, L, size, size, 3]: per person the crops of the requested levels, in level order."""
     return crop_batch(rgb, persons, levels, size).dense()
+
+
+def read_boxes_json(path: Path, error: type[Exception] = ConfigError) -> dict[str, dict]:
+    """<root>/boxes.json: a mapping from an image's path relative to the root (`train/happy/001.jpg`) to
+    {"face": [x1, y1, x2, y2], "body": [x1, y1, x2, y2]} in pixels, either box optional. The same mapping
+    wrapped as {"boxes": {...}} (what make_synthetic.py writes, with a "detector" note) is read too. Anything
+    else is an error naming the file, the key and what was expected."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: not readable JSON ({exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("boxes"), dict):
+        data = data["boxes"]
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping from image path to {{face, body}} boxes, got {type(data).__name__}")
+    out = {}
+    for key, entry in data.items():
+        if not isinstance(entry, dict) or not set(entry) <= {"face", "body", "size"}:
+            raise error(f'{path}: {key!r}: expected {{"face": [x1, y1, x2, y2], "body": [...]}}, got {entry!r}')
+        for which in ("face", "body"):
+            box = entry.get(which)
+            if box is None:
+                continue
+            ok = isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+            if not ok or not (box[2] > box[0] and box[3] > box[1]):
+                raise error(
+                    f"{path}: {key!r} {which}: expected four numbers [x1, y1, x2, y2] with x2 > x1 and y2 > y1, "
+                    f"got {box!r}"
+                )
+        out[key.replace("\\", "/")] = {k: entry.get(k) for k in ("face", "body")}
+    return out

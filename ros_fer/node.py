@@ -128,7 +128,7 @@ class FerNode(LifecycleNode):
             self.configure_error = str(exc)
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.rep155 = dict(zip(self.pipeline.labels, self.pipeline.runtime.labels.rep155(), strict=True))
+        self.label_set = self.pipeline.runtime.labels
         self.get_logger().info(
             f"model: {self.pipeline.runtime.description}; backend {self.pipeline.runtime.backend.name} "
             f"{self.pipeline.runtime.backend.precision} on {self.pipeline.runtime.backend.device}; "
@@ -136,6 +136,8 @@ class FerNode(LifecycleNode):
         )
         for line in self.pipeline.warnings:
             self.get_logger().warning(line)
+        if note := self.label_set.rep155_note():
+            self.get_logger().info(note)
         self.emotion_pub = self.create_publisher(
             EmotionArray, "emotion", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         )
@@ -270,7 +272,9 @@ class FerNode(LifecycleNode):
         for p in result.persons:
             if p.track_id < 0 or p.face_box is None:
                 continue
-            expression = self.rep155.get(p.label, "")  # "unknown" has no REP-155 expression
+            expression = self.label_set.expression(p.label)  # "unknown": ""
+            if expression is None:  # a state REP-155 has no word for (noted once at start)
+                continue
             self.hri_pubs.get(p.track_id).publish(
                 Expression(
                     header=header,

@@ -28,7 +28,12 @@ PARAMS: tuple[Param, ...] = (
     Param("pretrained", "openai", "open_clip pretrained tag (fetched once by open_clip, then cached); '' = none"),
     Param("backbone_checkpoint", "", "a local open_clip weight file instead of `pretrained`"),
     Param("text_bank", "", "a precomputed text bank; '' = the exported folder's, or computed once at start and cached"),
-    Param("labels", "basic7", "label set when `model` is a config name (config/labels.yaml)"),
+    Param(
+        "labels",
+        "basic7",
+        "label set when `model` is a config name: a built-in set (config/labels.yaml), a label file of your "
+        "states under config/states/ (robot) or a path to one (YAML)",
+    ),
     Param("levels", ["face", "body", "context"], "crop levels when `model` is a config name"),
     Param("backend", "torch", "image encoder backend", ("torch", "onnxruntime", "tensorrt")),
     Param("device", "auto", "cpu, cuda, cuda:N or auto (cuda when available)"),

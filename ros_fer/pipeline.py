@@ -112,7 +112,7 @@ class Pipeline:
         self.device_crops = device_crops
         self.detector, self.runtime, self.max_persons, self.tracker = detector, runtime, max_persons, tracker
         # What the front doors say once at start: fall-backs taken while building the parts.
-        self.warnings = [*runtime.warnings, *getattr(detector, "warnings", ())]
+        self.warnings = [*runtime.warnings, *getattr(detector, "warnings", ()), *runtime.labels.notes()]
         self.labels = runtime.labels.classes
         self._valence_arousal(valence_arousal)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +75,56 @@ class MultiLevelPrompts(PromptFile):
         return [self.sentence(e, levels) for e in labels.emotions]
 
 
+class UserPrompts(MultiLevelPrompts):
+    """The words of a label file (`labels.load_label_file`), composed as MLPER composes its prompts: a state's
+    level words through `level_templates`, its complete sentence T^c through `sentences` (both MLPER's unless
+    the file gives its own). A state's `prompt` sentence (else the file's `template`) stands in for any level it
+    has no words for."""
+
+    def _words(self, emotion: Emotion) -> dict:
+        return self._class_entry(emotion)
+
+    def _fallback(self, emotion: Emotion, level: str) -> str:
+        words = self._words(emotion)
+        sentence = words.get("prompt") or self.data.get("template")
+        if not sentence:
+            have = [lv for lv in LEVELS if lv in words]
+            raise ConfigError(
+                f"label file {self.path}: state {emotion.key!r} has no words for level {level!r}, which the model "
+                f"uses (it has {have}); add `{level}:` words, a `prompt` sentence, or a file `template`"
+            )
+        return self._format(sentence, emotion)
+
+    def parts(self, emotion: Emotion) -> dict[str, str]:
+        return {lv: w for lv, w in self._words(emotion).items() if lv in LEVELS}
+
+    def level_prompt(self, emotion: Emotion, level: str) -> str:
+        parts = self.parts(emotion)
+        if level not in parts:
+            return self._fallback(emotion, level)
+        return self._format(self.data["level_templates"][level], emotion, **parts)
+
+    def sentence(self, emotion: Emotion, levels: tuple[str, ...] = LEVELS) -> str:
+        levels = check_levels(levels)
+        parts = self.parts(emotion)
+        missing = [lv for lv in levels if lv not in parts]
+        if missing:
+            return self._fallback(emotion, missing[0])
+        key = "+".join(levels)
+        if key not in self.data["sentences"]:
+            raise ConfigError(f"label file {self.path} has no sentence template for levels {key!r}")
+        return self._format(self.data["sentences"][key], emotion, **parts)
+
+    def _format(self, template: str, emotion: Emotion, **parts: str) -> str:
+        try:
+            return template.format(adjective=emotion.adjective, noun=emotion.key, **parts)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"label file {self.path}: state {emotion.key!r}: {template!r} uses {exc}, which is not one of "
+                "{adjective}, {noun}, {face}, {body}, {context}"
+            ) from None
+
+
 class HardPrompts(PromptFile):
     """MPA-FER: per class several LLM descriptions at several granularities."""
 
@@ -101,11 +152,13 @@ class TemplatePrompts(PromptFile):
 
 
 _KINDS: dict[str, type[PromptFile]] = {
+    "labels": UserPrompts,
     "mlper": MultiLevelPrompts,
     "mpa-fer": HardPrompts,
     "handcrafted": TemplatePrompts,
 }
 _REQUIRED: dict[str, tuple[str, ...]] = {
+    "labels": ("level_templates", "sentences", "classes"),
     "mlper": ("level_templates", "sentences", "classes"),
     "mpa-fer": ("template", "soft_suffix", "granularities", "classes"),
     "handcrafted": ("templates",),
@@ -130,10 +183,30 @@ def prompts_from_text(raw: bytes, path: Path) -> PromptFile:
     return _KINDS[kind](path=path, sha256=hashlib.sha256(raw).hexdigest(), data=data, text=raw.decode("utf-8"))
 
 
-def check_covers(prompts: PromptFile, labels: LabelSet) -> None:
+def user_prompts(labels: LabelSet) -> UserPrompts:
+    """The prompts a label file's words make (MLPER's templates where the file gives none). Stored as text
+    like any prompt file: checkpoints embed it, text banks record its sha256."""
+    if labels.prompts is None:
+        raise ConfigError(f"label set {labels.name!r} is built in; its prompts come from a prompt file")
+    mlper = load_prompts("mlper").data
+    data = {
+        "method": "labels",
+        "template": labels.prompts.get("template"),
+        "level_templates": {**mlper["level_templates"], **(labels.prompts.get("level_templates") or {})},
+        "sentences": {**mlper["sentences"], **(labels.prompts.get("sentences") or {})},
+        "classes": labels.prompts["classes"],
+    }
+    return prompts_from_text(json.dumps(data, indent=1, sort_keys=True).encode("utf-8"), Path(labels.source))
+
+
+def check_covers(prompts: PromptFile, labels: LabelSet, levels: tuple[str, ...] | list[str] = LEVELS) -> None:
     """Fail early, naming the class, if a prompt file does not cover every class of a label set."""
     for emotion in labels.emotions:
-        if isinstance(prompts, MultiLevelPrompts):
+        if isinstance(prompts, UserPrompts):  # every level the model reads, and its sentence
+            for level in check_levels(levels):
+                prompts.level_prompt(emotion, level)
+            prompts.sentence(emotion, check_levels(levels))
+        elif isinstance(prompts, MultiLevelPrompts):
             prompts.parts(emotion)
         elif isinstance(prompts, HardPrompts):
             prompts.hard_prompts(emotion)

@@ -72,11 +72,16 @@ class Runtime:
     warnings: list[str] = field(default_factory=list)  # said once at start by the front doors
 
 
-def _label_set(identity: dict) -> LabelSet:
-    labels = load_label_set(identity["label_set"])
+def _label_set(manifest: dict) -> LabelSet:
+    """An exported folder's label set: carried whole in its manifest (older folders: by name, labels.yaml)."""
+    identity = manifest["identity"]
+    if "label_set" in manifest:
+        labels = LabelSet.from_dict(manifest["label_set"])
+    else:
+        labels = load_label_set(identity["label_set"])
     if list(labels.classes) != list(identity["labels"]):
         raise ConfigError(
-            f"label set {labels.name!r} in labels.yaml no longer matches the model's {identity['labels']}"
+            f"label set {labels.name!r} ({list(labels.classes)}) does not match the model's {identity['labels']}"
         )
     return labels
 
@@ -85,7 +90,9 @@ def _key(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _model(params: dict, device: str) -> FerModel:
+def model_from_params(params: dict, device: str) -> FerModel:
+    """The torch model `params["model"]` names: a trained checkpoint, or a method config with the params'
+    backbone, labels and levels."""
     model = params["model"]
     if Path(model).is_file():
         if read_checkpoint_meta(model) is None:
@@ -132,14 +139,14 @@ def build_runtime(params: dict) -> Runtime:
         return Runtime(
             backend,
             bundle.head,
-            {k: v.to(backend.device) for k, v in bundle.bank.tensors.items()},
-            _label_set(identity),
+            bundle.text(backend.device),
+            _label_set(bundle.manifest),
             bundle.levels,
             bundle.image_size,
             f"{identity['method']} bundle {target}",
             warnings,
         )
-    model = _model(params, device if kind == "torch" else "cpu")
+    model = model_from_params(params, device if kind == "torch" else "cpu")
     bank = _bank(params, model)
     if kind == "torch":
         backend = TorchBackend(model, device, precision, graphs)

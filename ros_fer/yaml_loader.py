@@ -25,5 +25,25 @@ _Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_i
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
-def load_yaml(stream: str | bytes | IO) -> Any:
-    return yaml.load(stream, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice (PyYAML would keep the last one silently)."""
+
+    def __init__(self, key: object, line: int):
+        self.key, self.line = key, line
+        super().__init__(f"key {key!r} appears twice in one mapping (line {line})")
+
+
+class _UniqueLoader(_Loader):
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise DuplicateKeyError(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(stream: str | bytes | IO, unique_keys: bool = False) -> Any:
+    """unique_keys: a key given twice in one mapping raises DuplicateKeyError instead of the last one winning."""
+    return yaml.load(stream, Loader=_UniqueLoader if unique_keys else _Loader)  # noqa: S506 - SafeLoader subclasses

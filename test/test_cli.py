@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import random_crops, tiny
@@ -201,3 +202,72 @@ def test_text_bank_cache_is_reused_at_the_second_start(tmp_path, monkeypatch):
     assert set(second.text) == set(first.text) and all(torch.equal(second.text[k], first.text[k]) for k in first.text)
     with pytest.raises(AssertionError, match="rebuilt"):  # another label set: another bank, built anew
         runtime_module.build_runtime({**params, "labels": "rafdb"})
+
+
+STATES = """\
+name: classroom
+states:
+  engaged:
+    face: eyes on the worksheet
+    body: leaning over the desk
+    context: a maths lesson
+    valence: 0.5
+    arousal: 0.4
+    rep155: excited
+  in_pain:
+    adjective: in pain
+    prompt: a photo of a person wincing in pain.
+  bored: a photo of a {adjective} child yawning.
+"""
+
+
+def test_a_label_file_through_precompute_text_infer_and_export(tmp_path):
+    """A user's label file of robot states: the text bank holds open_clip's own features of the prompts
+    written out by hand; `ros-fer infer` answers in the user's states; an exported folder carries them
+    whole, so it loads (torch and ONNX Runtime alike) after the file is gone."""
+    import open_clip
+    import torch.nn.functional as F
+
+    from ros_fer.params import load_params
+    from ros_fer.runtime import build_runtime
+
+    states = tmp_path / "states.yaml"
+    states.write_text(STATES)
+    bank = tmp_path / "bank.safetensors"
+    common = ["--backbone", "tiny-random", "--labels", str(states)]
+    res = run("precompute-text", "--method", "zeroshot", *common, "--out", str(bank))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout)["labels"] == ["engaged", "in_pain", "bored"]
+    model = tiny("zeroshot")  # the same seeded random weights the command loaded; the tokenizer is open_clip's
+    face = ["a photo of a engaged face with eyes on the worksheet.", *["a photo of a person wincing in pain."]]
+    face.append("a photo of a bored child yawning.")
+    with torch.no_grad():
+        want = F.normalize(model.clip.encode_text(open_clip.tokenize(face)), dim=-1)
+    torch.testing.assert_close(TextBank.load(bank).tensors["level.face"], want, atol=1e-5, rtol=1e-5)
+
+    out = tmp_path / "out.jsonl"
+    cache = str(tmp_path / "cache")
+    over = ["--set", "backbone=tiny-random", "--set", "pretrained=", "--set", f"labels={states}"]
+    assets = Path(__import__("ultralytics").__file__).parent / "assets" / "zidane.jpg"
+    res = run("infer", str(assets), *over, "--set", "detector=opencv", "--out", str(out), XDG_CACHE_HOME=cache)
+    assert res.returncode == 0, res.stderr[-2000:]
+    line = json.loads(out.read_text())
+    assert line["labels"] == ["engaged", "in_pain", "bored"] and line["persons"]
+    for p in line["persons"]:
+        assert p["label"] in ("engaged", "in_pain", "bored", "unknown") and len(p["scores"]) == 3
+    assert all(p["valence"] is None for p in line["persons"])  # two states have no valence
+    assert "valence/arousal: in_pain, bored" in res.stderr  # said once at start
+
+    folder = tmp_path / "model"
+    res = run("export", "--method", "zeroshot", *common, "--out", str(folder))
+    assert res.returncode == 0, res.stderr[-2000:]
+    states.unlink()
+    got = {}
+    for backend in ("torch", "onnxruntime"):
+        params = load_params(None, {"model": str(folder), "backend": backend, "precision": "fp32", "device": "cpu"})
+        runtime = build_runtime(params)
+        assert runtime.labels.classes == ("engaged", "in_pain", "bored")
+        assert runtime.labels.rep155() == ("excited", "", "") and runtime.labels.emotions[0].valence == 0.5
+        crops = np.random.default_rng(0).integers(0, 256, (2, 3, runtime.image_size, runtime.image_size, 3), np.uint8)
+        got[backend] = runtime.head(runtime.backend.encode(crops), runtime.text).numpy()
+    np.testing.assert_allclose(got["torch"], got["onnxruntime"], atol=1e-4)

@@ -159,3 +159,123 @@ def test_unknown_label_names_the_set_and_its_classes():
     with pytest.raises(ConfigError) as info:
         labels.index("bored")
     assert str(info.value) == f"label 'bored' is not in label set 'basic7' {list(labels.classes)}"
+
+
+# ---- label files: the states a robot needs, in words -------------------------------------------------------
+TUTORING = """\
+# the states our tutoring robot needs
+name: tutoring
+states:
+  engaged:
+    face: "eyes on the worksheet"
+    body: "leaning over the desk"
+    context: "a maths lesson"
+    valence: 0.5
+    arousal: 0.4
+    rep155: excited
+  confused:
+    face: knitted brows
+    body: scratching the head
+    context: a hard exercise
+    rep155: confused
+  in_pain:
+    adjective: in pain
+    prompt: "a photo of a person wincing in pain."
+  bored: "a photo of a {adjective} child yawning."
+"""
+
+
+def write(tmp_path, text: str, name: str = "states.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_label_file_as_a_user_writes_it(tmp_path):
+    import math
+
+    from ros_fer.prompts import user_prompts
+
+    labels = load_label_set(str(write(tmp_path, TUTORING)))
+    assert labels.name == "tutoring" and labels.classes == ("engaged", "confused", "in_pain", "bored")
+    assert labels.rep155() == ("excited", "confused", "", "")
+    assert labels.expression("in_pain") is None and labels.expression("unknown") == ""
+    assert labels.expression("confused") == "confused"
+    assert labels.emotions[0].valence == 0.5 and math.isnan(labels.emotions[1].valence)
+    assert labels.emotions[2].adjective == "in pain" and labels.emotions[3].adjective == "bored"
+    assert "in_pain, bored" in labels.rep155_note() and "NaN" in labels.notes()[0]
+    prompts = user_prompts(labels)
+    # composed by MLPER's templates (config/prompts/mlper.yaml), written out by hand here
+    assert prompts.level_prompts(labels, "face") == [
+        "a photo of a engaged face with eyes on the worksheet.",
+        "a photo of a confused face with knitted brows.",
+        "a photo of a person wincing in pain.",  # a prompt sentence stands in for every level
+        "a photo of a bored child yawning.",
+    ]
+    assert prompts.sentence(labels.emotions[1]) == (
+        "Alongside a hard exercise, the confused person has knitted brows and scratching the head."
+    )
+    assert prompts.level_prompt(labels.emotions[0], "context") == "a photo of a engaged person in a maths lesson."
+    # the same states as a list, as some people write YAML
+    listed = write(tmp_path, "states:\n  - name: calm\n    prompt: a calm person.\n  - {name: tense, face: a frown}\n")
+    assert load_label_set(str(listed)).classes == ("calm", "tense")
+    # the shipped example loads by name and covers every level
+    robot = load_label_set("robot")
+    assert {"engaged", "confused", "in_pain", "tired", "bored"} <= set(robot.classes)
+    check_covers(user_prompts(robot), robot, LEVELS)
+    assert set(robot.rep155()) - {""} <= REP155
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", r" is empty"),
+        ("# only a comment\n", r" is empty"),
+        ("states:\n  calm: a calm person.\n  calm: a relaxed person.\n", r"state 'calm' is given twice \(line 3\)"),
+        ("states:\n  - {name: calm, prompt: a}\n  - {name: calm, prompt: b}\n", r"state 'calm' is given twice"),
+        ("states:\n  Calm: a calm person.\n  calm: a relaxed person.\n", r"states 'Calm' and 'calm' are the same"),
+        ("states:\n  calm: a calm person.\n  tense:\n    valence: 0.2\n", r"state 'tense' has no prompts"),
+        ("states:\n  calm: a calm person.\n  tense: {fase: a frown}\n", r"state 'tense': unknown key\(s\) \['fase'\]"),
+        ("states:\n  calm: a.\n  tense: {face: x, rep155: stressed}\n", r"'tense': rep155 'stressed' is not a REP-155"),
+        ("states:\n  calm: a.\n  tense: {face: x, valence: 3}\n", r"'tense': `valence` must be a number in -1..1"),
+        ("states:\n  calm: a.\n  unknown: b.\n", r"state 'unknown': 'unknown' is reserved"),
+        ("states:\n  calm: a calm person.\n", r"at least two state"),
+        ("classes:\n  calm: a.\n  b: c.\n", r"unknown key\(s\) \['classes'\]"),
+        ("states: [unclosed\n", r"not readable YAML"),
+    ],
+)
+def test_label_file_errors_name_the_file_and_the_state(tmp_path, text, error):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"label file {path}.*{error}|{error}.*{path}"):
+        load_label_set(str(path))
+
+
+def test_a_level_the_model_uses_but_the_file_lacks(tmp_path):
+    path = write(tmp_path, "states:\n  calm: {face: soft eyes, body: loose arms}\n  tense: {face: a frown}\n")
+    assert tiny("zeroshot", labels=str(path), levels=["face"]).labels.classes == ("calm", "tense")
+    with pytest.raises(ConfigError, match=rf"label file {path}: state 'tense' has no words for level 'body'"):
+        tiny("zeroshot", labels=str(path), levels=["face", "body"])
+    with pytest.raises(ConfigError, match=r"MPA-FER learns its soft prompts"):
+        tiny("mpa-fer", labels=str(path))
+    with pytest.raises(ConfigError, match=r"label file .*nope.yaml does not exist"):
+        load_label_set(str(tmp_path / "nope.yaml"))
+
+
+def test_a_checkpoint_trained_on_a_label_file_carries_it(tmp_path):
+    """MLPER trained on your states: its checkpoint holds them whole (words, REP-155, valence), so it loads and
+    encodes the same class texts after the file is gone; a label file given at load swaps in new states."""
+    import torch
+
+    from ros_fer.models import load_model, save_model
+
+    states = write(tmp_path, TUTORING)
+    model = tiny("mlper", labels=str(states), levels=["face", "body", "context"])
+    save_model(model, tmp_path / "ck.safetensors")
+    states.unlink()
+    back = load_model(tmp_path / "ck.safetensors")
+    assert back.labels == model.labels and back.labels.rep155() == ("excited", "confused", "", "")
+    assert back.prompts.sha256 == model.prompts.sha256
+    for key, value in model.text_features().items():
+        torch.testing.assert_close(back.text_features()[key], value)
+    other = write(tmp_path, "states:\n  calm: a calm person.\n  tense: a tense person.\n", "other.yaml")
+    assert load_model(tmp_path / "ck.safetensors", overrides={"labels": str(other)}).labels.classes == ("calm", "tense")

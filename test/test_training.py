@@ -99,32 +99,109 @@ def test_level_ablation_runs_every_subset(synthetic, tmp_path):
     assert table.count("\n") == 5 and "| face+body+context |" in table
 
 
-def test_tiny_mlper_learns_far_above_chance(synthetic, tmp_path):
+@pytest.fixture(scope="module")
+def trained(synthetic, tmp_path_factory):
+    """Tiny MLPER trained 10 epochs on the clean synthetic set: (config, run folder, Trainer result)."""
     over = quiet(["train.epochs=10", "train.batch_size=16"], synthetic)[:-1] + ["train.tensorboard=true"]
     cfg = load_train_config("synthetic_mlper_tiny", over)
-    result = Trainer(cfg, tmp_path / "run", log=lambda *_: None).fit()
+    run = tmp_path_factory.mktemp("trained") / "run"
+    return cfg, run, Trainer(cfg, run, log=lambda *_: None).fit()
+
+
+def test_tiny_mlper_learns_far_above_chance(trained, tmp_path):
+    cfg, run, result = trained
     assert result["best_acc"] > 2.5 / 7  # chance is 1/7
     # best.safetensors is the epoch with the highest validation accuracy (the first, on ties) ...
-    with open(tmp_path / "run" / "val.csv") as fh:
+    with open(run / "val.csv") as fh:
         val = [float(r["val_acc"]) for r in csv.DictReader(fh)]
     assert len(val) == 10 and result["best_acc"] == max(val) and result["best_epoch"] == val.index(max(val))
-    best_val = evaluate(str(tmp_path / "run" / "best.safetensors"), cfg, tmp_path / "eval_val", split="val")
+    best_val = evaluate(str(run / "best.safetensors"), cfg, tmp_path / "eval_val", split="val")
     assert best_val["all"]["accuracy"] == pytest.approx(max(val))  # ... and scores that on the val split again
     # TensorBoard holds the same scalars as the CSV log
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     assert {"loss", "loss/cls", "loss/itm", "lr", "val_acc"} <= set(events.Tags()["scalars"])
     assert [round(e.value, 5) for e in events.Scalars("val_acc")] == [round(v, 5) for v in val]
-    ev = evaluate(str(tmp_path / "run" / "best.safetensors"), cfg, tmp_path / "eval")
+    ev = evaluate(str(run / "best.safetensors"), cfg, tmp_path / "eval")
     assert ev["all"]["accuracy"] > 2.5 / 7 and ev["all"]["n"] == 140
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
     assert (tmp_path / "eval" / "tsne.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert set(saved["all"]["per_class"]) == set(cfg_classes()) and len(saved["all"]["confusion"]) == 7
-    rows = losses(tmp_path / "run")
+    rows = losses(run)
     assert {"loss/cls", "loss/itm", "extra/itm.face", "extra/itm.body", "extra/itm.context", "lr"} <= set(rows[0])
+
+
+def test_sixteen_shots_beat_zero_shot_and_the_adapted_folder_scores_alike_on_every_backend(
+    trained, synthetic, tmp_path, capsys
+):
+    """`ros-fer adapt` as a user runs it: the node's default model (zero-shot CLIP, per-level MLPER prompts) on
+    the image side of the short training run above, frozen, adapted from 16 images per state in class folders
+    with a boxes.json. On the 140 held-out test images the adapted folder beats zero-shot by far; its scores
+    are Tip-Adapter's equation computed here from cache.safetensors; ONNX Runtime gives torch's scores."""
+    import shutil
+
+    import numpy as np
+
+    from ros_fer.adapt import person_of
+    from ros_fer.cli import main
+    from ros_fer.crops import crop_batch
+    from ros_fer.params import load_params
+    from ros_fer.runtime import build_runtime
+    from training.fewshot import clip_weights
+
+    _, run, _ = trained
+    name, weights = clip_weights(run / "best.safetensors", tmp_path / "clip.safetensors")
+    boxes = json.loads((synthetic / "boxes.json").read_text())["boxes"]
+    shots, mine = tmp_path / "shots", {}
+    for folder in sorted((synthetic / "train").iterdir()):
+        for path in sorted(folder.iterdir())[:16]:
+            (shots / folder.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, shots / folder.name / path.name)
+            box = boxes[f"train/{folder.name}/{path.name}"]
+            mine[f"{folder.name}/{path.name}"] = {"face": box["face"], "body": box["body"]}
+    (shots / "boxes.json").write_text(json.dumps(mine, indent=1))
+    out = tmp_path / "adapted"
+    over = [f"backbone={name}", "pretrained=", f"backbone_checkpoint={weights}", "detector=opencv", "device=cpu"]
+    args = ["adapt", "--images", str(shots), "--model", "zeroshot", "--labels", "basic7", "--out", str(out)]
+    assert main([*args, *[a for o in over for a in ("--set", o)], "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out)
+    assert summary["shots"] == {c: 16 for c in cfg_classes()} and summary["held_out"] == 28
+    assert summary["accuracy_adapted"] > summary["accuracy_zero_shot"]
+    assert "held-out accuracy (28 images) zero-shot" in printed.err
+
+    def params(backend: str) -> dict:
+        return load_params(None, {"model": str(out), "backend": backend, "device": "cpu", "precision": "fp32"})
+
+    runtime = build_runtime(params("torch"))
+    assert runtime.head.kind == "cache" and runtime.head.base == "levels"
+    crops, targets = [], []
+    for folder in sorted((synthetic / "test").iterdir()):
+        for path in sorted(folder.iterdir()):
+            rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            person = person_of(rgb, boxes[f"test/{folder.name}/{path.name}"], None)
+            crops.append(crop_batch(rgb, [person], runtime.levels, runtime.image_size).dense()[0])
+            targets.append(runtime.labels.index(folder.name))
+    crops, targets = np.stack(crops), torch.tensor(targets)
+    feats = runtime.backend.encode(crops)
+    adapted, zero = runtime.head(feats, runtime.text), runtime.head.zero_shot()(feats, runtime.text)
+    accuracy = lambda logits: float((logits.argmax(-1) == targets).float().mean())  # noqa: E731
+    assert len(targets) == 140 and accuracy(adapted) > accuracy(zero) + 0.3, (accuracy(adapted), accuracy(zero))
+    with safe_open(str(out / "cache.safetensors"), framework="numpy") as fh:
+        keys, values = fh.get_tensor("cache.keys"), fh.get_tensor("cache.values")
+    assert keys.shape == (16 * 7, 3 * 64) and values.sum(0).tolist() == [16.0] * 7
+    levels = feats["levels"].numpy().astype(np.float64)
+    query = (levels / np.linalg.norm(levels, axis=-1, keepdims=True)).reshape(len(levels), -1) / np.sqrt(3)
+    alpha, beta = runtime.head.alpha, runtime.head.beta
+    by_hand = zero.numpy() + alpha * np.exp(-beta * (1 - query @ keys.T)) @ values
+    np.testing.assert_allclose(adapted.numpy(), by_hand, rtol=1e-4, atol=1e-4)
+    onnx = build_runtime(params("onnxruntime"))
+    assert onnx.head == runtime.head
+    got = onnx.head(onnx.backend.encode(crops[:24]), onnx.text).softmax(-1)
+    np.testing.assert_allclose(got.numpy(), adapted[:24].softmax(-1).numpy(), atol=1e-4)
 
 
 def cfg_classes():

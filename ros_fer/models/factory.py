@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 
 from ..backbone import BackboneSpec, file_sha256, load_backbone
 from ..errors import CheckpointError, ConfigError
-from ..labels import load_label_set
+from ..labels import LabelSet, load_label_set
 from ..paths import resolve
-from ..prompts import check_covers, load_prompts, prompts_from_text
+from ..prompts import check_covers, load_prompts, prompts_from_text, user_prompts
 from ..yaml_loader import load_yaml
 from .base import FerModel
 from .mlper import MLPER
@@ -88,14 +88,23 @@ def create_model(
     overrides: dict | None = None,
     device: str | torch.device = "cpu",
     _prompts_bytes: bytes | None = None,
+    _labels: LabelSet | None = None,
 ) -> FerModel:
+    """`labels` may name a built-in set or a label file: a file's own words then replace `prompts`."""
     cfg = load_config(config, overrides)
-    labels = load_label_set(cfg["labels"])
-    if _prompts_bytes is not None:
+    labels = _labels or load_label_set(cfg["labels"])
+    if labels.prompts is not None and _prompts_bytes is None:
+        if cfg["method"] == "mpa-fer":
+            raise ConfigError(
+                f"label file {labels.source}: MPA-FER learns its soft prompts per label set from LLM descriptions "
+                "(a prompt file of method mpa-fer); use a label file with zeroshot or MLPER"
+            )
+        prompts = user_prompts(labels)
+    elif _prompts_bytes is not None:
         prompts = prompts_from_text(_prompts_bytes, Path(f"<checkpoint prompts {cfg['prompts']}>"))
     else:
         prompts = load_prompts(cfg["prompts"])
-    check_covers(prompts, labels)
+    check_covers(prompts, labels, cfg.get("levels", ["face"]))
     backbone = load_backbone(BackboneSpec.from_dict(cfg["backbone"]), device=device)
     return METHODS[cfg["method"]](backbone, labels, prompts, cfg).to(device)
 
@@ -118,6 +127,7 @@ def save_model(model: FerModel, path: str | os.PathLike[str]) -> Path:
         "prompts": model.prompts.text,
         "identity": json.dumps(model.identity()),
         "includes_clip": json.dumps(keep_clip),
+        "label_set": json.dumps(model.labels.to_dict()),  # a label file's states travel with the checkpoint
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +162,15 @@ def load_model(
     includes_clip = json.loads(meta["includes_clip"])
     if includes_clip:  # the checkpoint holds the whole CLIP: start from random weights, fetch nothing
         cfg = merge(cfg, {"backbone": {"pretrained": None, "checkpoint": None}})
-    model = create_model(cfg, device=device, _prompts_bytes=meta["prompts"].encode("utf-8"))
+    if overrides and "labels" in overrides:
+        labels = load_label_set(cfg["labels"])
+    else:  # the label set it was trained with, whole (a label file need not exist here)
+        labels = LabelSet.from_dict(json.loads(meta["label_set"])) if "label_set" in meta else None
+    # new labels from a label file (open vocabulary on a trained MLPER) bring their own prompts
+    prompts = None if labels is not None and labels.prompts is not None and "labels" in (overrides or {}) else meta
+    model = create_model(
+        cfg, device=device, _prompts_bytes=prompts and prompts["prompts"].encode("utf-8"), _labels=labels
+    )
     with safe_open(str(path), framework="pt", device=str(device)) as fh:
         state = {k: fh.get_tensor(k) for k in fh.keys()}
     expected = {k: v for k, v in model.state_dict().items() if includes_clip or not k.startswith("clip.")}

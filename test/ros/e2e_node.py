@@ -243,7 +243,23 @@ def call(probe: Node, srv_type, name: str, request, timeout: float = 60.0):
         probe.destroy_client(client)
 
 
-def lifecycle(probe, good: dict) -> dict:
+# A label file as a user writes it: the reload below swaps the node to these states.
+STATES_YAML = """\
+# states our reception robot needs
+states:
+  engaged:
+    face: eyes on the robot, a slight smile
+    body: turned toward the robot
+    context: talking to a receptionist
+    rep155: excited
+  confused: {face: knitted brows, body: a shrug, context: an unclear sign, rep155: confused}
+  in_pain:
+    adjective: in pain
+    prompt: a photo of a person wincing in pain.
+"""
+
+
+def lifecycle(probe, good: dict, states: str) -> dict:
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState, GetState
 
@@ -278,7 +294,7 @@ def lifecycle(probe, good: dict) -> dict:
     out["deactivate_again"] = change(Transition.TRANSITION_DEACTIVATE)
     out["cleanup"] = change(Transition.TRANSITION_CLEANUP)
     out["unconfigured"] = state()
-    out["set_labels_unconfigured"] = set_parameters(probe, labels="caers")
+    out["set_labels_unconfigured"] = set_parameters(probe, labels=states)
     out["configure"] = change(Transition.TRANSITION_CONFIGURE)
     out["activate_again"] = change(Transition.TRANSITION_ACTIVATE)
     out["labels_after_reload"] = answered(2200)
@@ -491,7 +507,9 @@ def main() -> int:
         report["diagnostics"] = {s.key: s.value for s in statuses[-1].values} if statuses else {}
         # 5. lifecycle, through the node's real services: deactivate pauses (no answers), activate resumes;
         # cleanup frees the model, a reload parameter changes meanwhile, configure + activate load it again.
-        report["lifecycle"] = lifecycle(probe, good)
+        states = Path(args.json).with_name("states.yaml")
+        states.write_text(STATES_YAML)
+        report["lifecycle"] = lifecycle(probe, good, str(states))
     finally:
         finish(probe, proc, report, args.json)
     return 0

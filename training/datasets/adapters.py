@@ -4,12 +4,12 @@ held out of the training data where a data set has none, so the test split never
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from ros_fer import crops
 from ros_fer.labels import LabelSet, load_label_set
 
 from .base import IMAGE_SUFFIXES, DataError, Sample, Split, emotion_key, require
@@ -171,36 +171,9 @@ def folders(root: Path, split: str, labels: LabelSet, val_fraction: float = 0.0,
 
 
 def read_boxes_json(path: Path) -> dict[str, dict]:
-    """<root>/boxes.json: a mapping from an image's path relative to the root (`train/happy/001.jpg`) to
-    {"face": [x1, y1, x2, y2], "body": [x1, y1, x2, y2]} in pixels, either box optional. The same mapping
-    wrapped as {"boxes": {...}} (what make_synthetic.py writes, with a "detector" note) is read too. Anything
-    else is an error naming the file, the key and what was expected."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not readable JSON ({exc})") from exc
-    if isinstance(data, dict) and isinstance(data.get("boxes"), dict):
-        data = data["boxes"]
-    if not isinstance(data, dict):
-        raise DataError(
-            f"{path}: expected a mapping from image path to {{face, body}} boxes, got {type(data).__name__}"
-        )
-    out = {}
-    for key, entry in data.items():
-        if not isinstance(entry, dict) or not set(entry) <= {"face", "body", "size"}:
-            raise DataError(f'{path}: {key!r}: expected {{"face": [x1, y1, x2, y2], "body": [...]}}, got {entry!r}')
-        for which in ("face", "body"):
-            box = entry.get(which)
-            if box is None:
-                continue
-            ok = isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
-            if not ok or not (box[2] > box[0] and box[3] > box[1]):
-                raise DataError(
-                    f"{path}: {key!r} {which}: expected four numbers [x1, y1, x2, y2] with x2 > x1 and y2 > y1, "
-                    f"got {box!r}"
-                )
-        out[key.replace("\\", "/")] = {k: entry.get(k) for k in ("face", "body")}
-    return out
+    """<root>/boxes.json (`ros_fer.crops.read_boxes_json`; `ros-fer adapt` reads the same file), a DataError
+    naming the file, the key and what was expected where it is malformed."""
+    return crops.read_boxes_json(path, DataError)
 
 
 def caers(root: Path, split: str, labels: LabelSet, seed: int = 0, **kw) -> Split:

@@ -1,0 +1,133 @@
+"""The few-shot cache head (Tip-Adapter) and `ros-fer adapt`'s parts. The end-to-end adaptation of a trained
+image side (16 shots beat zero-shot; the adapted folder on every backend) is in test_training.py, beside
+the training run it needs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ros_fer.adapt import Examples, fit_cache, list_images, split_held_out, state_of_folder
+from ros_fer.bundle import load_bundle
+from ros_fer.errors import ConfigError
+from ros_fer.head import Head, cache_query
+from ros_fer.labels import load_label_set
+
+
+def unit(v):
+    v = np.asarray(v, np.float64)
+    return v / np.linalg.norm(v)
+
+
+def test_cache_head_logits_by_hand():
+    """Tip-Adapter's equation written out per entry: logits_c = zero-shot_c + alpha * sum_n exp(-beta (1 -
+    cos(f, k_n))) [y_n = c], with the zero-shot cosine head's logit_scale * cos(f, t_c)."""
+    f = [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0]]
+    text = [[1.0, 1.0, 0.0], [0.0, 0.0, 2.0]]  # two classes, not unit length: the head normalises
+    keys = [unit([1, 0, 0]), unit([0, 1, 0]), unit([1, 1, 1])]
+    labels = [0, 1, 1]
+    scale, alpha, beta = 10.0, 0.7, 3.0
+    expected = np.zeros((2, 2))
+    for b, fb in enumerate(f):
+        for c in range(2):
+            zero_shot = scale * float(unit(fb) @ unit(text[c]))
+            pairs = zip(keys, labels, strict=True)
+            cache = sum(math.exp(-beta * (1 - float(unit(fb) @ k))) for k, y in pairs if y == c)
+            expected[b, c] = zero_shot + alpha * cache
+    head = Head("cosine", ("classes",), scale).with_cache(alpha, beta)
+    assert head.kind == "cache" and head.base == "cosine" and head.zero_shot() == Head("cosine", ("classes",), scale)
+    tensors = {
+        "classes": torch.tensor(text),
+        "cache.keys": torch.tensor(np.stack(keys), dtype=torch.float32),
+        "cache.values": torch.eye(2)[labels],
+    }
+    got = head({"global": torch.tensor(f)}, tensors)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
+    # through its saved spec (a manifest), and a spec written before cache heads existed
+    assert Head.from_dict(json.loads(json.dumps(head.to_dict()))) == head
+    assert Head.from_dict({"kind": "cosine", "text_keys": ["classes"], "logit_scale": 2.0}).base == ""
+
+
+def test_cache_query_of_a_levels_head_averages_the_level_cosines():
+    """For zero-shot CLIP's per-level features, one key holds every level: the dot product of two queries is
+    the mean of the per-level cosines."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1, 3, 5, generator=g), torch.randn(1, 3, 5, generator=g)
+    qa, qb = cache_query({"levels": a}, "levels"), cache_query({"levels": b}, "levels")
+    by_hand = np.mean([float(unit(a[0, i]) @ unit(b[0, i])) for i in range(3)])
+    assert float(qa @ qb.t()) == pytest.approx(by_hand, abs=1e-6)
+    assert float(qa.norm()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_cache_head_needs_a_base():
+    with pytest.raises(ConfigError, match="base must be one of"):
+        Head("cache", ("classes",), 1.0)
+
+
+def test_held_out_split_per_state():
+    targets = np.array([0] * 16 + [1] * 4 + [2])
+    train, held = split_held_out(targets, 0.25, seed=0)
+    assert sorted(np.concatenate([train, held]).tolist()) == list(range(21))
+    assert [int((targets[held] == c).sum()) for c in range(3)] == [4, 1, 0]  # one-image states hold none out
+
+
+def _examples(n_per_class: int, signal: float, seed: int = 0) -> Examples:
+    """Three classes; the zero-shot logits always vote for class 0, the query carries the class."""
+    rng = np.random.default_rng(seed)
+    targets = np.repeat(np.arange(3), n_per_class)
+    centres = np.eye(3, 8)
+    query = centres[targets] * signal + rng.normal(0, 0.3, (len(targets), 8))
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    logits = np.tile([1.0, 0.0, 0.0], (len(targets), 1))
+    return Examples(
+        [str(i) for i in range(len(targets))],
+        torch.tensor(logits, dtype=torch.float32),
+        torch.tensor(query, dtype=torch.float32),
+        torch.tensor(targets),
+    )
+
+
+def test_fit_cache_uses_the_cache_only_where_it_helps():
+    """alpha and beta come from the held-out images: a cache that carries the class wins them over a zero-shot
+    head stuck on one class; where the cache cannot help, alpha 0 (the zero-shot head) keeps its accuracy."""
+    fit = fit_cache(_examples(8, signal=2.0), 3, scale=100.0)
+    assert fit["accuracy_zero_shot"] == pytest.approx(1 / 3) and fit["accuracy_adapted"] > 0.9 and fit["alpha"] > 0
+    assert fit["keys"].shape == (24, 8) and fit["values"].sum(0).tolist() == [8, 8, 8]  # every image is cached
+    fit = fit_cache(_examples(8, signal=0.0), 3, scale=100.0)  # a cache of noise never beats the text here
+    assert fit["accuracy_adapted"] >= fit["accuracy_zero_shot"]  # alpha 0 (the zero-shot head) is on the grid
+    one = fit_cache(_examples(1, signal=2.0), 3, scale=100.0)  # nothing to hold out: the default weights
+    assert one["held_out"] == 0 and one["accuracy_adapted"] is None and one["alpha"] == pytest.approx(1.0)
+
+
+def test_class_folders_name_states_by_key_or_adjective(tmp_path):
+    labels = load_label_set("caers")
+    assert state_of_folder("Happy", labels) == labels.index("happiness")
+    assert state_of_folder("anger", labels) == labels.index("anger")
+    with pytest.raises(ConfigError, match=r"folder 'joyful' names no state of label set 'caers'.*happiness \(happy\)"):
+        state_of_folder("joyful", labels)
+    (tmp_path / "sad").mkdir()
+    (tmp_path / "sad" / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match="holds no images in state folders"):
+        list_images(tmp_path, labels)
+
+
+def test_a_cache_that_does_not_fit_its_folder_is_named(tmp_path):
+    """A cache file copied from another model: the error names the file, the tensor and the shape wanted."""
+    from conftest import tiny
+
+    from ros_fer.bundle import export_bundle, write_cache
+
+    model = tiny("zeroshot")
+    out = export_bundle(model, tmp_path / "m", onnx=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["head"] = model.head().with_cache(1.0, 2.0).to_dict()
+    manifest["cache"] = "cache.safetensors"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    width = len(model.levels) * model.backbone.embed_dim
+    write_cache(out / "cache.safetensors", torch.zeros(4, width), torch.eye(7)[:4], {})
+    assert load_bundle(out).cache["cache.keys"].shape == (4, width)
+    write_cache(out / "cache.safetensors", torch.zeros(4, model.backbone.embed_dim), torch.eye(7)[:4], {})
+    with pytest.raises(ConfigError, match=rf"cache .*cache.safetensors.*'cache.keys' is \[4, 64\], want .*{width}\]"):
+        load_bundle(out)

@@ -32,7 +32,8 @@ from .crops import Person, associate, crop_batch, read_boxes_json
 from .errors import ConfigError
 from .head import Head, cache_query
 from .labels import LabelSet
-from .runtime import Runtime, build_runtime, model_from_params, resolve_device
+from .pipeline import detector_from_params
+from .runtime import Runtime, build_runtime, model_from_params
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # The search grid. alpha is relative to the head's logit scale (Tip-Adapter's grid is for CLIP's 100), 0 is
@@ -272,8 +273,6 @@ def adapt(
     progress: bool = True,
 ) -> dict:
     """Adapt `target` to the images of `images` and write the exported folder `out`; returns the summary."""
-    from .detection import create_detector
-
     images, out = Path(images), Path(out)
     _prepare_folder(target, out, params, precisions)
     runtime = build_runtime({**params, "model": str(out), "text_bank": ""})
@@ -282,17 +281,7 @@ def adapt(
     boxes = read_boxes_json(images / "boxes.json") if (images / "boxes.json").is_file() else {}
 
     def detector():
-        det = create_detector(
-            params["detector"],
-            resolve_device(params["device"]),
-            params["person_weights"],
-            params["face_weights"],
-            params["detector_confidence"],
-            params["hog_bodies"],
-            params["detector_max_side"],
-            params["profile_faces"],
-            params["detector_runtime"],
-        )
+        det = detector_from_params(params)
         for line in getattr(det, "warnings", ()):
             print(f"ros-fer adapt: warning: {line}", file=sys.stderr)
         return det

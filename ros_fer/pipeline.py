@@ -90,6 +90,21 @@ def as_rgb(frame: np.ndarray, color: str) -> np.ndarray:
     return frame[:, :, ::-1] if color == "bgr" else frame
 
 
+def detector_from_params(params: dict) -> Detector:
+    """The detector the perception parameters name (the node's, `ros-fer infer`'s and `ros-fer adapt`'s)."""
+    return create_detector(
+        params["detector"],
+        resolve_device(params["device"]),
+        params["person_weights"],
+        params["face_weights"],
+        params["detector_confidence"],
+        params["hog_bodies"],
+        params["detector_max_side"],
+        params["profile_faces"],
+        params["detector_runtime"],
+    )
+
+
 class Pipeline:
     def __init__(
         self,
@@ -119,17 +134,7 @@ class Pipeline:
     @classmethod
     def from_params(cls, params: dict) -> Pipeline:
         runtime = build_runtime(params)
-        detector = create_detector(
-            params["detector"],
-            resolve_device(params["device"]),
-            params["person_weights"],
-            params["face_weights"],
-            params["detector_confidence"],
-            params["hog_bodies"],
-            params["detector_max_side"],
-            params["profile_faces"],
-            params["detector_runtime"],
-        )
+        detector = detector_from_params(params)
         tracker = Tracker(
             runtime.labels.classes,
             params["smoothing"],

@@ -131,3 +131,46 @@ def test_a_cache_that_does_not_fit_its_folder_is_named(tmp_path):
     write_cache(out / "cache.safetensors", torch.zeros(4, model.backbone.embed_dim), torch.eye(7)[:4], {})
     with pytest.raises(ConfigError, match=rf"cache .*cache.safetensors.*'cache.keys' is \[4, 64\], want .*{width}\]"):
         load_bundle(out)
+
+
+def test_adapting_an_exported_folder_copies_it_and_an_adapted_one_adapts_again(tmp_path, capsys):
+    """--model an exported folder: the adapted copy beside it, the source untouched; one real photograph per
+    state (nothing to hold out: the default weights, said so); adapting the adapted folder starts again from its
+    zero-shot head."""
+    import cv2
+    from conftest import photo, tiny
+
+    from ros_fer.bundle import export_bundle
+    from ros_fer.cli import main
+
+    source = export_bundle(tiny("zeroshot", labels="caers"), tmp_path / "zs", onnx=False)
+    before = (source / "manifest.json").read_text()
+    shots = tmp_path / "shots"
+    for folder, name in (("Happy", "zidane.jpg"), ("sad", "bus.jpg")):
+        (shots / folder).mkdir(parents=True)
+        cv2.imwrite(str(shots / folder / name), cv2.cvtColor(photo(name), cv2.COLOR_RGB2BGR))
+    (shots / "README.txt").write_text("not an image")
+    common = ["--set", "detector=opencv", "--set", "device=cpu", "--no-progress"]
+    assert main(["adapt", "--images", str(shots), "--model", str(source), "--out", str(tmp_path / "a"), *common]) == 0
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out.splitlines()[-1])  # (ultralytics may print before it)
+    assert summary["shots"] == {
+        "anger": 0,
+        "disgust": 0,
+        "fear": 0,
+        "happiness": 1,
+        "neutral": 0,
+        "sadness": 1,
+        "surprise": 0,
+    }
+    assert summary["held_out"] == 0 and "nothing to hold out" in printed.err and "no images of anger" in printed.err
+    assert (source / "manifest.json").read_text() == before and not (source / "cache.safetensors").exists()
+    adapted = load_bundle(tmp_path / "a")
+    assert adapted.head.kind == "cache" and adapted.cache["cache.values"].shape == (2, 7)
+    assert adapted.manifest["adapt"]["shots"]["happiness"] == 1
+    assert (
+        main(["adapt", "--images", str(shots), "--model", str(tmp_path / "a"), "--out", str(tmp_path / "a"), *common])
+        == 0
+    )
+    again = load_bundle(tmp_path / "a")
+    assert again.head.base == "levels" and again.cache["cache.keys"].shape == adapted.cache["cache.keys"].shape

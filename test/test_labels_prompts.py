@@ -65,6 +65,9 @@ def test_label_sets_have_their_data_sets_order():
 
 
 def test_rep155_mapping_uses_only_rep155_strings():
+    from ros_fer.labels import REP155 as checked  # what label files are checked against
+
+    assert set(checked) == REP155
     for name in known_label_sets():
         labels = load_label_set(name)
         assert set(labels.rep155()) <= REP155, name

@@ -118,6 +118,7 @@ class FerNode(LifecycleNode):
         self.skipped: Counter[str] = Counter()  # why frames were refused or failed to decode
         self.errors = self.debug_published = 0
         self.stop = threading.Event()
+        self.frame_lock = threading.Lock()  # held by the worker for a whole frame; deactivate waits on it
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -168,7 +169,8 @@ class FerNode(LifecycleNode):
             self.destroy_subscription(self.subscription)
             self.subscription = None
         self.slot.clear()  # a frame waiting for the worker is dropped: nothing is inferred while inactive
-        self.hri_pubs.clear()
+        with self.frame_lock:  # a frame in flight finishes first: it must not publish through a destroyed publisher
+            self.hri_pubs.clear()
         self.get_logger().info("inactive: no frames taken, the model stays loaded")
         return TransitionCallbackReturn.SUCCESS
 
@@ -242,7 +244,8 @@ class FerNode(LifecycleNode):
                 continue
             last = time.monotonic()
             try:
-                self._handle(*item)
+                with self.frame_lock:
+                    self._handle(*item)
             except ImageError as exc:
                 self._skip(exc)
             except Exception as exc:  # noqa: BLE001 - one bad frame must never stop the node

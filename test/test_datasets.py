@@ -343,9 +343,11 @@ def test_rafdb_and_affectnet_combined_for_fed_ro(tmp_path):
         "labels": "rafdb",
         "parts": [
             {"dataset": "rafdb", "root": str(raf), "images": "original", "image_is_face": True, "val_fraction": 0.2},
-            {"dataset": "affectnet", "root": str(aff), "val_fraction": 0.0},
+            {"dataset": "affectnet", "root": str(aff), "val_fraction": 0.0, "occlusion": "occluded.txt"},
         ],
     }
+    # a part's own subset list, beside its own root: it names only that part's images (never RAF-DB's test_00001)
+    (aff / "occluded.txt").write_text("Manually_Annotated_Images/1/a.jpg\ntest_00001.jpg\n")
     labels = load_label_set("rafdb")
     test = load_split(data, "test", labels)
     names = [(s.part, s.path.name, labels.classes[s.label]) for s in test.samples]
@@ -369,6 +371,7 @@ def test_rafdb_and_affectnet_combined_for_fed_ro(tmp_path):
     cfg = load_train_config("synthetic_mlper_tiny", ["train.progress=false", "train.tensorboard=false"])
     result = evaluate(None, {**cfg, "data": data}, tmp_path / "eval")
     assert result["all"]["n"] == 4 and result["root"] == [str(raf), str(aff)]
+    assert result["subsets"]["occlusion"]["n"] == 1 and result["skipped_subsets"] == {}
     lines = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()
     assert [ln.split(",")[:2] for ln in lines[1:]] == [
         ["rafdb[0]/Image/original/test_00001.jpg", "happiness"],

@@ -158,20 +158,30 @@ def evaluate(
             row = [name, model_classes[truth], model_classes[int(guess)]]
             writer.writerow([*row, *(f"{v:.6f}" for v in p)])
     names = [str(s.path.name) for s in test.samples]
+    parts = test.parts or [data]
     for subset in ("occlusion", "pose30", "pose45"):
-        if data.get(subset):
-            listed = Path(data[subset]).expanduser()
-            listed = listed if listed.is_absolute() or listed.is_file() else root / listed  # beside the data
-            if not listed.is_file():
-                if subset in required_subsets:
-                    raise FerError(f"data.{subset}: no list file {listed}")
-                result["skipped_subsets"][subset] = f"no list file {listed}"
-                continue
+        # a list per part (a combined set's part may name its own, else the set's), beside that part's data
+        given = [(n, part.get(subset) or data.get(subset)) for n, part in enumerate(parts)]
+        lists = [(n, Path(g).expanduser()) for n, g in given if g]
+        lists = [(n, f if f.is_absolute() or f.is_file() else roots[n] / f) for n, f in lists]
+        if not lists:
+            continue
+        if missing := [str(f) for _, f in lists if not f.is_file()]:
+            if subset in required_subsets:
+                raise FerError(f"data.{subset}: no list file {', '.join(missing)}")
+            result["skipped_subsets"][subset] = f"no list file {', '.join(missing)}"
+            continue
+        sel = np.zeros(len(names), bool)
+        for n, listed in lists:
             wanted = {line.split()[0] for line in listed.read_text().splitlines() if line.strip()}
-            sel = np.array(
-                [n in wanted or Path(n).stem.replace("_aligned", "") in {Path(w).stem for w in wanted} for n in names]
+            stems = {Path(w).stem for w in wanted}
+            sel |= np.array(
+                [
+                    s.part == n and (name in wanted or Path(name).stem.replace("_aligned", "") in stems)
+                    for s, name in zip(test.samples, names, strict=True)
+                ]
             )
-            result["subsets"][subset] = metrics(y[sel], pred[sel], model_classes)
+        result["subsets"][subset] = metrics(y[sel], pred[sel], model_classes)
     plot_confusion(
         result["all"]["confusion"],
         model_classes,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .bundle import MANIFEST, export_bundle, write_cache
 from .crops import Person, associate, crop_batch, read_boxes_json
 from .errors import ConfigError
-from .head import Head, cache_query
+from .head import Head, cache_logits, cache_query
 from .labels import LabelSet
 from .pipeline import detector_from_params
 from .runtime import Runtime, build_runtime, model_from_params
@@ -167,8 +167,8 @@ def one_hot(targets: torch.Tensor, classes: int) -> torch.Tensor:
 
 
 def blended(ex: Examples, keys: torch.Tensor, values: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-    """The cache head's logits for encoded examples: the same formula as Head(kind='cache')."""
-    return ex.logits + alpha * torch.exp(-beta * (1.0 - ex.query @ keys.t())) @ values
+    """The cache head's logits for encoded examples (Head(kind='cache') on features already reduced)."""
+    return ex.logits + alpha * cache_logits(ex.query, keys, values, beta)
 
 
 def scores(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:

@@ -200,8 +200,9 @@ def load_label_file(path: str | os.PathLike[str]) -> LabelSet:
     try:
         data = load_yaml(path.read_bytes(), unique_keys=True)
     except DuplicateKeyError as exc:
-        what = "state" if isinstance(exc.key, str) else "key"
-        raise ConfigError(f"label file {path}: {what} {exc.key!r} is given twice (line {exc.line})") from None
+        raise ConfigError(
+            f"label file {path}: {exc.key!r} is given twice (line {exc.line}); a state, like any key, is named once"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - yaml's scanner and parser errors
         raise ConfigError(f"label file {path} is not readable YAML: {exc}") from None
     if data is None or data == {}:

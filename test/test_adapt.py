@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from ros_fer.adapt import Examples, fit_cache, list_images, split_held_out, state_of_folder
 from ros_fer.bundle import load_bundle
@@ -59,6 +60,9 @@ def test_cache_query_of_a_levels_head_averages_the_level_cosines():
     by_hand = np.mean([float(unit(a[0, i]) @ unit(b[0, i])) for i in range(3)])
     assert float(qa @ qb.t()) == pytest.approx(by_hand, abs=1e-6)
     assert float(qa.norm()) == pytest.approx(1.0, abs=1e-6)
+    glob = cache_query({"global": torch.tensor([[3.0, 4.0], [0.0, 2.0]])}, "cosine")
+    torch.testing.assert_close(glob, torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
+    assert Head("global_local", ("classes",), 1.0, top_k=4).with_cache(1.0, 1.0).zero_shot().top_k == 4
 
 
 def test_cache_head_needs_a_base():
@@ -149,7 +153,8 @@ def test_adapting_an_exported_folder_copies_it_and_an_adapted_one_adapts_again(t
     for folder, name in (("Happy", "zidane.jpg"), ("sad", "bus.jpg")):
         (shots / folder).mkdir(parents=True)
         cv2.imwrite(str(shots / folder / name), cv2.cvtColor(photo(name), cv2.COLOR_RGB2BGR))
-    (shots / "README.txt").write_text("not an image")
+    (shots / "README.txt").write_text("not an image")  # beside the state folders: not looked at
+    (shots / "sad" / "notes.txt").write_text("not an image")  # inside one: counted
     common = ["--set", "detector=opencv", "--set", "device=cpu", "--no-progress"]
     assert main(["adapt", "--images", str(shots), "--model", str(source), "--out", str(tmp_path / "a"), *common]) == 0
     printed = capsys.readouterr()
@@ -164,13 +169,103 @@ def test_adapting_an_exported_folder_copies_it_and_an_adapted_one_adapts_again(t
         "surprise": 0,
     }
     assert summary["held_out"] == 0 and "nothing to hold out" in printed.err and "no images of anger" in printed.err
+    assert summary["skipped"] == {"not an image (.txt)": 1} and "skipped 1 not an image (.txt)" in printed.err
+    assert summary["backend"] == "torch fp32" and summary["finetune_epochs"] == 0
+    assert summary["out"] == str(tmp_path / "a") and summary["images"] == str(shots)
     assert (source / "manifest.json").read_text() == before and not (source / "cache.safetensors").exists()
     adapted = load_bundle(tmp_path / "a")
     assert adapted.head.kind == "cache" and adapted.cache["cache.values"].shape == (2, 7)
-    assert adapted.manifest["adapt"]["shots"]["happiness"] == 1
+    assert adapted.manifest["adapt"] == summary and adapted.head.alpha == pytest.approx(summary["alpha"], rel=1e-5)
+    with safe_open(str(tmp_path / "a" / "cache.safetensors"), framework="pt") as fh:
+        assert json.loads(fh.metadata()["meta"]) == summary
     assert (
         main(["adapt", "--images", str(shots), "--model", str(tmp_path / "a"), "--out", str(tmp_path / "a"), *common])
         == 0
     )
     again = load_bundle(tmp_path / "a")
     assert again.head.base == "levels" and again.cache["cache.keys"].shape == adapted.cache["cache.keys"].shape
+
+
+def test_finetune_keys_lowers_the_loss_on_its_images(tmp_path):
+    """Tip-Adapter-F: training the keys lowers the cross-entropy of the cache head's logits on the images it
+    trains on, reproducibly, and leaves the caller's keys alone; no epochs, or alpha 0, train nothing."""
+    import torch.nn.functional as F
+
+    from ros_fer.adapt import blended, finetune_keys, one_hot
+
+    ex = _examples(6, signal=1.0)
+    keys, values = ex.query.clone(), one_hot(ex.targets, 3)
+    loss = lambda k: float(F.cross_entropy(blended(ex, k, values, 1.0, 5.0), ex.targets))  # noqa: E731
+    trained = finetune_keys(ex, keys, values, 1.0, 5.0, epochs=30, seed=0)
+    assert loss(trained) < loss(keys) - 1e-3 and torch.equal(keys, ex.query)
+    assert torch.equal(trained, finetune_keys(ex, keys, values, 1.0, 5.0, epochs=30, seed=0))
+    assert finetune_keys(ex, keys, values, 1.0, 5.0, epochs=0, seed=0) is keys
+    assert finetune_keys(ex, keys, values, 0.0, 5.0, epochs=30, seed=0) is keys
+    fit = fit_cache(ex, 3, scale=100.0, finetune_epochs=30)
+    assert fit["finetune_epochs"] == 30 and fit["keys"].shape == ex.query.shape
+    assert not torch.equal(fit["keys"], ex.query)  # the final cache's keys are trained too
+
+
+def test_person_of_boxes_detector_or_the_whole_image():
+    from ros_fer.adapt import person_of
+
+    rgb = np.zeros((100, 200, 3), np.uint8)
+    both = person_of(rgb, {"face": [10, 20, 30, 40], "body": [5, 6, 70, 90]}, None)
+    assert both.face.tolist() == [10, 20, 30, 40, 1] and both.body.tolist() == [5, 6, 70, 90, 1] and both.face_detected
+    body_only = person_of(rgb, {"face": None, "body": [5, 6, 70, 90]}, None)
+    assert body_only.face is None and not body_only.face_detected and body_only.body.tolist() == [5, 6, 70, 90, 1]
+    nobody = person_of(rgb, None, None)
+    assert nobody.body.tolist() == [0, 0, 200, 100, 1] and not nobody.body_detected and nobody.face is None
+
+
+def test_encode_examples_batches_like_one_image_at_a_time(tmp_path, monkeypatch):
+    """Three real photographs in batches of two (one with boxes from boxes.json, two by the detector) and an
+    unreadable file: each row equals that image encoded alone, through the runtime's zero-shot head; the
+    detector is made once, only for the images without boxes; the unreadable file is counted."""
+    from collections import Counter
+
+    import cv2
+    from conftest import photo
+
+    from ros_fer.adapt import encode_examples, person_of
+    from ros_fer.crops import crop_batch
+    from ros_fer.params import load_params
+    from ros_fer.pipeline import detector_from_params
+    from ros_fer.runtime import build_runtime
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    params = load_params(
+        None, {"backbone": "tiny-random", "pretrained": "", "device": "cpu", "detector": "opencv", "labels": "caers"}
+    )
+    runtime = build_runtime(params)
+    root = tmp_path / "shots"
+    (root / "happy").mkdir(parents=True)
+    items = []
+    for name, state in (("zidane.jpg", 3), ("bus.jpg", 0), ("broken.jpg", 1), ("bus2.jpg", 5)):
+        path = root / "happy" / name
+        if name == "broken.jpg":
+            path.write_bytes(b"\xff\xd8 not a jpeg")
+        else:
+            rgb = photo(name.replace("2", ""))
+            cv2.imwrite(str(path), cv2.cvtColor(rgb[:, ::-1] if "2" in name else rgb, cv2.COLOR_RGB2BGR))
+        items.append((path, state))
+    boxes = {"happy/zidane.jpg": {"face": [500.0, 40.0, 700.0, 300.0], "body": [300.0, 0.0, 1100.0, 720.0]}}
+    made, skipped = [], Counter()
+
+    def factory():
+        made.append(detector_from_params(params))
+        return made[-1]
+
+    ex = encode_examples(runtime, items, boxes, root, factory, batch=2, progress=False, skipped=skipped)
+    assert len(made) == 1 and skipped == {"unreadable image": 1} and ex.targets.tolist() == [3, 0, 5]
+    assert ex.paths == [str(items[i][0]) for i in (0, 1, 3)]
+    head = runtime.head.zero_shot()
+    for row, i in enumerate((0, 1, 3)):
+        rgb = cv2.cvtColor(cv2.imread(str(items[i][0])), cv2.COLOR_BGR2RGB)
+        person = person_of(rgb, boxes.get(f"happy/{items[i][0].name}"), made[0])
+        feats = runtime.backend.encode(crop_batch(rgb, [person], runtime.levels, runtime.image_size).dense())
+        torch.testing.assert_close(ex.logits[row], head(feats, runtime.text)[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ex.query[row], cache_query(feats, "levels")[0], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(ex.query[1], ex.query[2])  # bus2 is bus mirrored: its own row, not a copy
+    with_boxes_only = encode_examples(runtime, items[:1], boxes, root, factory, progress=False)
+    assert len(made) == 1 and len(with_boxes_only) == 1  # every image had its boxes: no detector made

@@ -234,7 +234,7 @@ def test_label_file_as_a_user_writes_it(tmp_path):
     [
         ("", r" is empty"),
         ("# only a comment\n", r" is empty"),
-        ("states:\n  calm: a calm person.\n  calm: a relaxed person.\n", r"state 'calm' is given twice \(line 3\)"),
+        ("states:\n  calm: a calm person.\n  calm: a relaxed person.\n", r"'calm' is given twice \(line 3\); a state"),
         ("states:\n  - {name: calm, prompt: a}\n  - {name: calm, prompt: b}\n", r"state 'calm' is given twice"),
         ("states:\n  Calm: a calm person.\n  calm: a relaxed person.\n", r"states 'Calm' and 'calm' are the same"),
         ("states:\n  calm: a calm person.\n  tense:\n    valence: 0.2\n", r"state 'tense' has no prompts"),
@@ -245,12 +245,49 @@ def test_label_file_as_a_user_writes_it(tmp_path):
         ("states:\n  calm: a calm person.\n", r"at least two state"),
         ("classes:\n  calm: a.\n  b: c.\n", r"unknown key\(s\) \['classes'\]"),
         ("states: [unclosed\n", r"not readable YAML"),
+        ("template: [a]\nstates:\n  calm: a.\n  tense: b.\n", r"`template` must be a sentence, got \['a'\]"),
+        ("states:\n  - {name: calm, prompt: a}\n  - {prompt: b}\n", r"states\[1\] needs a `name:`"),
+        ("states:\n  ' calm': a.\n  tense: b.\n", r"state ' calm': a state's name must be a non-empty word"),
+        ("states:\n  calm: [a, b]\n  tense: b.\n", r"state 'calm': expected its words .*got \['a', 'b'\]"),
+        ("states:\n  calm: {face: ''}\n  tense: b.\n", r"state 'calm': `face` must be non-empty text"),
+        ("states:\n  calm: {prompt: a, arousal: true}\n  b: c.\n", r"state 'calm': `arousal` must be a number"),
+        ("states:\n  calm: {prompt: a, arousal: -1.01}\n  b: c.\n", r"state 'calm': `arousal` must be a number"),
     ],
 )
 def test_label_file_errors_name_the_file_and_the_state(tmp_path, text, error):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=rf"label file {path}.*{error}|{error}.*{path}"):
         load_label_set(str(path))
+
+
+def test_a_file_template_and_its_own_templates(tmp_path):
+    """A file's `template` serves states without words (or with words for other levels); its `level_templates`
+    and `sentences` replace MLPER's. Composed sentences written out by hand."""
+    from ros_fer.prompts import user_prompts
+
+    text = """\
+template: "a photo of a {adjective} student."
+level_templates:
+  face: "a close-up of a {adjective} face: {face}."
+sentences:
+  face: "The {adjective} student shows {face}."
+states:
+  focused: {face: narrowed eyes, valence: -1}
+  sleepy:
+  calm: {}
+"""
+    labels = load_label_set(str(write(tmp_path, text)))
+    prompts = user_prompts(labels)
+    focused, sleepy = labels.emotions[:2]
+    assert labels.classes == ("focused", "sleepy", "calm") and focused.valence == -1.0
+    assert prompts.level_prompt(focused, "face") == "a close-up of a focused face: narrowed eyes."
+    assert prompts.level_prompt(focused, "body") == "a photo of a focused student."
+    assert prompts.level_prompt(sleepy, "face") == "a photo of a sleepy student."
+    assert prompts.sentence(focused, ("face",)) == "The focused student shows narrowed eyes."
+    assert prompts.sentence(focused, ("face", "body")) == "a photo of a focused student."  # no body words
+    assert prompts.level_prompt(focused, "context") == "a photo of a focused student."
+    assert "focused, sleepy, calm" in labels.notes()[0]  # focused has valence but no arousal
+    assert load_label_set("rafdb").notes() == [] and load_label_set("rafdb").rep155_note() == ""
 
 
 def test_a_level_the_model_uses_but_the_file_lacks(tmp_path):

@@ -319,3 +319,15 @@ def test_a_checkpoint_trained_on_a_label_file_carries_it(tmp_path):
         torch.testing.assert_close(back.text_features()[key], value)
     other = write(tmp_path, "states:\n  calm: a calm person.\n  tense: a tense person.\n", "other.yaml")
     assert load_model(tmp_path / "ck.safetensors", overrides={"labels": str(other)}).labels.classes == ("calm", "tense")
+
+
+def test_the_readmes_label_file_loads(tmp_path):
+    """The label file the README shows, copied out of it as a user would copy it."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```yaml\n# my_states.yaml\n", 1)[1].split("```", 1)[0]
+    labels = load_label_set(str(write(tmp_path, block, "my_states.yaml")))
+    assert labels.name == "tutoring" and labels.classes == ("engaged", "in_pain", "bored")
+    assert labels.rep155() == ("excited", "", "") and labels.emotions[1].adjective == "in pain"
+    tiny("zeroshot", labels=str(tmp_path / "my_states.yaml"))  # every level the default model reads is covered

@@ -279,6 +279,8 @@ def adapt(
     labels = runtime.labels
     items, skipped = list_images(images, labels)
     boxes = read_boxes_json(images / "boxes.json") if (images / "boxes.json").is_file() else {}
+    if unmatched := len(set(boxes) - {path.relative_to(images).as_posix() for path, _ in items}):
+        skipped["boxes.json entries matching no image"] += unmatched  # a typo in a path, a moved image
 
     def detector():
         det = detector_from_params(params)

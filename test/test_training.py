@@ -162,6 +162,7 @@ def test_sixteen_shots_beat_zero_shot_and_the_adapted_folder_scores_alike_on_eve
             shutil.copy(path, shots / folder.name / path.name)
             box = boxes[f"train/{folder.name}/{path.name}"]
             mine[f"{folder.name}/{path.name}"] = {"face": box["face"], "body": box["body"]}
+    mine["happines/000.png"] = {"face": [1, 1, 9, 9], "body": [0, 0, 20, 20]}  # a typo: counted, not fatal
     (shots / "boxes.json").write_text(json.dumps(mine, indent=1))
     out = tmp_path / "adapted"
     over = [f"backbone={name}", "pretrained=", f"backbone_checkpoint={weights}", "detector=opencv", "device=cpu"]
@@ -171,6 +172,7 @@ def test_sixteen_shots_beat_zero_shot_and_the_adapted_folder_scores_alike_on_eve
     summary = json.loads(printed.out.splitlines()[-1])  # (ultralytics may print before it)
     assert summary["shots"] == {c: 16 for c in cfg_classes()} and summary["held_out"] == 28
     assert summary["accuracy_adapted"] > summary["accuracy_zero_shot"]
+    assert summary["skipped"] == {"boxes.json entries matching no image": 1}
     assert "held-out accuracy (28 images) zero-shot" in printed.err
 
     def params(backend: str) -> dict:

@@ -27,15 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .bundle import MANIFEST, export_bundle, write_cache
+from .bundle import MANIFEST, export_bundle, write_cache, write_manifest
 from .crops import Person, associate, crop_batch, read_boxes_json
 from .errors import ConfigError
 from .head import Head, cache_logits, cache_query
+from .image_conv import IMAGE_SUFFIXES
 from .labels import LabelSet
 from .pipeline import detector_from_params
 from .runtime import Runtime, build_runtime, model_from_params
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # The search grid. alpha is relative to the head's logit scale (Tip-Adapter's grid is for CLIP's 100), 0 is
 # the zero-shot head itself; beta as Tip-Adapter searches it.
 ALPHAS = (0.0, *np.geomspace(0.01, 1000.0, 31).tolist())
@@ -177,7 +177,7 @@ def scores(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
     return acc, float(F.cross_entropy(logits, targets))
 
 
-def search(train: Examples, held: Examples, keys, values, scale: float) -> tuple[float, float, float]:
+def search(held: Examples, keys, values, scale: float) -> tuple[float, float, float]:
     """(alpha, beta, held-out accuracy): the most accurate pair on the held-out images, the lowest
     negative log-likelihood among equals (alpha = 0 is the zero-shot head)."""
     best = None
@@ -218,10 +218,10 @@ def fit_cache(
     if len(held_rows):
         train, held = ex.subset(train_rows), ex.subset(held_rows)
         keys, values = train.query, one_hot(train.targets, classes)
-        alpha, beta, _ = search(train, held, keys, values, scale)
+        alpha, beta, _ = search(held, keys, values, scale)
         if finetune_epochs > 0:
             keys = finetune_keys(train, keys, values, alpha, beta, finetune_epochs, seed)
-            alpha, beta, _ = search(train, held, keys, values, scale)
+            alpha, beta, _ = search(held, keys, values, scale)
         out["accuracy_zero_shot"] = scores(held.logits, held.targets)[0]
         out["accuracy_adapted"] = scores(blended(held, keys, values, alpha, beta), held.targets)[0]
     else:
@@ -249,16 +249,10 @@ def _prepare_folder(target: str, out: Path, params: dict, precisions: tuple[str,
             manifest["head"] = Head.from_dict(manifest["head"]).zero_shot().to_dict()
             manifest.pop("cache", None)
             manifest.pop("adapt", None)
-        _write_manifest(out, manifest)
+        write_manifest(out, manifest)
         return
     model = model_from_params({**params, "model": target}, "cpu")
     export_bundle(model, out, precisions)
-
-
-def _write_manifest(out: Path, manifest: dict) -> None:
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / MANIFEST)
 
 
 def adapt(
@@ -310,7 +304,7 @@ def adapt(
     manifest["head"] = head.with_cache(fit["alpha"], fit["beta"]).to_dict()
     manifest["cache"] = "cache.safetensors"
     manifest["adapt"] = summary
-    _write_manifest(out, manifest)
+    write_manifest(out, manifest)
     return summary
 
 

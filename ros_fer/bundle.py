@@ -50,10 +50,15 @@ def export_bundle(
         "text_bank": "text_bank.safetensors",
         "onnx": files,
     }
+    write_manifest(out, manifest)
+    return out
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    """manifest.json, atomically: a folder is never left with half a manifest."""
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / MANIFEST)
-    return out
 
 
 CACHE_FORMAT = "ros_fer.cache/1"

@@ -81,14 +81,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
 def _frames(inputs: Sequence[str]):
     """(source, index, BGR frame) from image files, folders of images, and video files."""
     from pathlib import Path
 
     import cv2
+
+    from .image_conv import IMAGE_SUFFIXES
 
     for item in inputs:
         path = Path(item)

@@ -8,6 +8,8 @@ import numpy as np
 
 from .errors import InputShapeError
 
+# Image files the front doors read with OpenCV (`ros-fer infer`, `ros-fer adapt`).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # encoding -> (channels, conversion to BGR)
 ENCODINGS = {
     "bgr8": (3, None),

@@ -40,11 +40,17 @@ class PromptFile:
             raise ConfigError(f"prompt file {self.path} has no entry for class {emotion.key!r}")
         return classes[emotion.key]
 
+    source = "prompt file"  # what errors call the file and its entries
+    entry = "class"
+
     def _format(self, template: str, emotion: Emotion, **parts: str) -> str:
         try:
             return template.format(adjective=emotion.adjective, noun=emotion.key, **parts)
-        except KeyError as exc:
-            raise ConfigError(f"prompt file {self.path}: template {template!r} uses unknown field {exc}") from None
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"{self.source} {self.path}: {self.entry} {emotion.key!r}: template {template!r} uses unknown field "
+                f"{exc}; it may use " + ", ".join(f"{{{f}}}" for f in ("adjective", "noun", *parts))
+            ) from None
 
 
 class MultiLevelPrompts(PromptFile):
@@ -81,11 +87,10 @@ class UserPrompts(MultiLevelPrompts):
     the file gives its own). A state's `prompt` sentence (else the file's `template`) stands in for any level it
     has no words for."""
 
-    def _words(self, emotion: Emotion) -> dict:
-        return self._class_entry(emotion)
+    source, entry = "label file", "state"
 
     def _fallback(self, emotion: Emotion, level: str) -> str:
-        words = self._words(emotion)
+        words = self._class_entry(emotion)
         sentence = words.get("prompt") or self.data.get("template")
         if not sentence:
             have = [lv for lv in LEVELS if lv in words]
@@ -96,7 +101,7 @@ class UserPrompts(MultiLevelPrompts):
         return self._format(sentence, emotion)
 
     def parts(self, emotion: Emotion) -> dict[str, str]:
-        return {lv: w for lv, w in self._words(emotion).items() if lv in LEVELS}
+        return {lv: w for lv, w in self._class_entry(emotion).items() if lv in LEVELS}
 
     def level_prompt(self, emotion: Emotion, level: str) -> str:
         parts = self.parts(emotion)
@@ -114,15 +119,6 @@ class UserPrompts(MultiLevelPrompts):
         if key not in self.data["sentences"]:
             raise ConfigError(f"label file {self.path} has no sentence template for levels {key!r}")
         return self._format(self.data["sentences"][key], emotion, **parts)
-
-    def _format(self, template: str, emotion: Emotion, **parts: str) -> str:
-        try:
-            return template.format(adjective=emotion.adjective, noun=emotion.key, **parts)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(
-                f"label file {self.path}: state {emotion.key!r}: {template!r} uses {exc}, which is not one of "
-                "{adjective}, {noun}, {face}, {body}, {context}"
-            ) from None
 
 
 class HardPrompts(PromptFile):

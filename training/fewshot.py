@@ -43,9 +43,8 @@ def draw(ex: Examples, shots: int, seed: int) -> Examples:
     return ex.subset(np.sort(np.concatenate(rows)))
 
 
-def encoded_split(runtime, root: Path, split: str) -> Examples:
+def encoded_split(runtime, root: Path, split: str, boxes: dict[str, dict]) -> Examples:
     """A class-folder split (root/split/<class>/) through the runtime, with root/boxes.json's boxes."""
-    boxes = read_boxes_json(root / "boxes.json") if (root / "boxes.json").is_file() else {}
     items, _ = list_images(root / split, runtime.labels)
     return encode_examples(runtime, items, boxes, root, None, batch=32, progress=False)
 
@@ -73,7 +72,8 @@ def measure_seed(config: str, overrides: list[str], seed: int, out: Path, shots,
     )
     runtime = build_runtime(zero_shot_params(name, weights, cfg["data"]["labels"]))
     root = Path(cfg["data"]["root"]).expanduser()
-    train, test = encoded_split(runtime, root, "train"), encoded_split(runtime, root, "test")
+    boxes = read_boxes_json(root / "boxes.json") if (root / "boxes.json").is_file() else {}
+    train, test = encoded_split(runtime, root, "train", boxes), encoded_split(runtime, root, "test", boxes)
     scale = runtime.head.logit_scale
     row = {"zero_shot": scores(test.logits, test.targets)[0], "test_images": len(test)}
     for k in shots:

@@ -162,15 +162,14 @@ def load_model(
     includes_clip = json.loads(meta["includes_clip"])
     if includes_clip:  # the checkpoint holds the whole CLIP: start from random weights, fetch nothing
         cfg = merge(cfg, {"backbone": {"pretrained": None, "checkpoint": None}})
+    prompts = meta["prompts"].encode("utf-8")  # the prompts it was trained with
     if overrides and "labels" in overrides:
         labels = load_label_set(cfg["labels"])
+        if labels.prompts is not None:  # a label file (open vocabulary on a trained MLPER): its own words
+            prompts = None
     else:  # the label set it was trained with, whole (a label file need not exist here)
         labels = LabelSet.from_dict(json.loads(meta["label_set"])) if "label_set" in meta else None
-    # new labels from a label file (open vocabulary on a trained MLPER) bring their own prompts
-    prompts = None if labels is not None and labels.prompts is not None and "labels" in (overrides or {}) else meta
-    model = create_model(
-        cfg, device=device, _prompts_bytes=prompts and prompts["prompts"].encode("utf-8"), _labels=labels
-    )
+    model = create_model(cfg, device=device, _prompts_bytes=prompts, _labels=labels)
     with safe_open(str(path), framework="pt", device=str(device)) as fh:
         state = {k: fh.get_tensor(k) for k in fh.keys()}
     expected = {k: v for k, v in model.state_dict().items() if includes_clip or not k.startswith("clip.")}

@@ -72,29 +72,55 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+class KnownBoxes:
+    """A detector that runs (and is timed) as usual, its finds replaced by the bench frame's known people: for
+    random-weight detectors that find nobody. Host and device detection alike."""
+
+    def __init__(self, detector, known: Detections):
+        self.detector, self.known, self.name = detector, known, detector.name
+        self.warnings = list(getattr(detector, "warnings", ()))
+
+    def detect(self, rgb: np.ndarray) -> Detections:
+        self.detector.detect(rgb)
+        return self.known
+
+    def detect_tensor(self, frame, keypoint_score: float = 0.5) -> Detections | None:
+        inner = getattr(self.detector, "detect_tensor", None)
+        return None if inner is None or inner(frame, keypoint_score) is None else self.known
+
+
 def run_bench(
     params: dict, frames: int = 50, warmup: int = 5, persons: int = 1, batches=BATCHES, boxes: str = "detected"
 ) -> dict:
-    """Time one configuration. boxes: `detected` (the detector's own) or `known` (the frame's known people,
-    while the detector still runs and is timed: for random-weight detectors that find nobody)."""
+    """Time one configuration on the pipeline's own path (the node's: host, or the GPU-resident frame).
+    - stages_ms: decode (with the upload), detect, crops, encode, head, track, each waited for (synchronised);
+      `frame`: the whole frame as `Pipeline.process` runs it from JPEG bytes, nothing synchronised in between;
+    - streamed_ms: frames back to back (`Pipeline.stream`: each decode and upload overlaps the previous frame);
+    - model_only_ms: detector and scorer back to back on the same inputs (the floor), and frame / floor.
+    boxes: `detected` (the detector's own) or `known` (the frame's known people, while the detector still runs
+    and is timed: for random-weight detectors that find nobody)."""
     pipeline = Pipeline.from_params(params)
     rt, device = pipeline.runtime, pipeline.runtime.backend.device
     frame, known = bench_frame(persons)
-    jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+    jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     found = len(associate(pipeline.detector.detect(np.ascontiguousarray(frame[:, :, ::-1])), *FRAME[::-1], persons))
-    stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "crops", "encode", "head", "track", "frame")}
+    if boxes == "known":
+        pipeline.detector = KnownBoxes(pipeline.detector, known)
+    stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "crops", "encode", "head", "track")}
+    whole: list[float] = []
     floor: list[float] = []
     tracker = Tracker(rt.labels.classes)
-    batch = None
+    batch = loaded = people = None
     for i in range(warmup + frames):
-        # The whole frame, stage by stage, as the node runs it (decode included).
-        t0 = time.perf_counter()
-        bgr, t_dec = _timed(cv2.imdecode, jpeg, cv2.IMREAD_COLOR)
-        rgb = bgr[:, :, ::-1]
-        det, t_det = _timed(pipeline.detector.detect, rgb)
-        people = associate(known if boxes == "known" else det, FRAME[1], FRAME[0], persons, pipeline.keypoint_score)
+        # Stage by stage, each stage waited for.
         t = time.perf_counter()
-        batch = pipeline.crop(rgb, people)  # where the pipeline cuts them: device (upload included) or host
+        loaded = pipeline.load(pipeline.decode(jpeg))
+        _sync(device)
+        t_dec = (time.perf_counter() - t) * 1e3
+        det, t_det = _timed(pipeline.detect, loaded)
+        people = associate(det, FRAME[1], FRAME[0], persons, pipeline.keypoint_score)
+        t = time.perf_counter()
+        batch = pipeline.crop(loaded.rgb, people, loaded.tensor)
         _sync(device)
         t_crop = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
@@ -102,26 +128,35 @@ def run_bench(
         _sync(device)
         t_enc = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        probs = rt.head(feats, rt.text).softmax(-1).cpu().numpy()
+        with torch.inference_mode():
+            probs = rt.head(feats, rt.text).float().softmax(-1).cpu().numpy()
         t_head = (time.perf_counter() - t) * 1e3
         _, t_track = _timed(tracker.update, np.stack([p.body for p in people]) if people else np.zeros((0, 5)), probs)
-        t_frame = (time.perf_counter() - t0) * 1e3
-        # The floor: detector, encoder and head back to back on the same inputs, nothing else.
+        # The whole frame as the node runs it: JPEG bytes in, results out.
+        _, t_frame = _timed(pipeline.process, jpeg)
+        # The floor: detector and scorer back to back on the same inputs, nothing else.
         t = time.perf_counter()
-        pipeline.detector.detect(rgb)
-        out = rt.head(rt.backend.encode(batch.images, batch.index), rt.text)
+        pipeline.detect(loaded)
+        if people:
+            pipeline.probabilities(batch)
         _sync(device)
-        del out
         t_floor = (time.perf_counter() - t) * 1e3
         if i >= warmup:
-            for key, value in zip(stages, (t_dec, t_det, t_crop, t_enc, t_head, t_track, t_frame), strict=True):
+            for key, value in zip(stages, (t_dec, t_det, t_crop, t_enc, t_head, t_track), strict=True):
                 stages[key].append(value)
+            whole.append(t_frame)
             floor.append(t_floor)
-    whole, model_only = stats(stages["frame"]), stats(floor)
+    t = time.perf_counter()
+    for _ in pipeline.stream(jpeg for _ in range(frames)):
+        pass
+    streamed = (time.perf_counter() - t) * 1e3 / max(frames, 1)
+    frame_stats, model_only = stats(whole), stats(floor)
+    backend = rt.backend
     return {
-        "backend": rt.backend.name,
-        "precision": rt.backend.precision,
+        "backend": backend.name,
+        "precision": backend.precision,
         "device": device,
+        "cuda_graphs": bool(getattr(backend, "cuda_graphs", False)),
         "model": rt.description,
         "levels": list(rt.levels),
         "image_size": rt.image_size,
@@ -131,13 +166,16 @@ def run_bench(
         "persons_found": found,
         "encoder_crops_per_frame": len(batch.images),
         "crops_on": "device" if pipeline.device_crops else "host",
+        "decoded_on": "device" if isinstance(pipeline.decode(jpeg), torch.Tensor) else "host",
+        "detected_on": pipeline.detected_on,
         "frames": frames,
-        "stages_ms": {k: stats(v) for k, v in stages.items()},
+        "stages_ms": {**{k: stats(v) for k, v in stages.items()}, "frame": frame_stats},
+        "streamed_ms_per_frame": round(streamed, 3),
         "model_only_ms": model_only,
-        "frame_over_model_only": round(whole["median"] / model_only["median"], 3),
+        "frame_over_model_only": round(frame_stats["median"] / model_only["median"], 3),
         "encoder_person_frames_per_s": _throughput(rt, batches),
-        "context_sharing": _sharing(rt, rgb, people) if people else None,
-        "threads": _threads(rt.backend),
+        "context_sharing": _sharing(rt, loaded.host(), people) if people else None,
+        "threads": _threads(backend),
         "warnings": list(pipeline.warnings),
         "machine": machine(),
         "versions": versions(),
@@ -211,10 +249,46 @@ def versions() -> dict:
     return out
 
 
+TABLE_HEAD = (
+    "| backbone, persons | cuda_graphs | decode | detect | crops | encode | head | track | whole frame (p95) "
+    "| streamed | floor | frame / floor | person-frames/s (batch 8 / 48) |\n|" + "---|" * 13
+)
+
+
+def table_rows(report: dict) -> list[str]:
+    """README rows (medians, ms) for every result of a `ros-fer bench` report; the machine goes beside them."""
+    rows = []
+    for r in report["results"]:
+        st = r["stages_ms"]
+        med = [st[k]["median"] for k in ("decode", "detect", "crops", "encode", "head", "track")]
+        rate = r["encoder_person_frames_per_s"]
+        backbone = r["model"].split(" on ")[-1].split(" (")[0]
+        rows.append(
+            f"| {backbone}, {r['persons']} | {'on' if r.get('cuda_graphs') else 'off'} | "
+            + " | ".join(f"{m:.2f}" for m in med)
+            + f" | {st['frame']['median']:.2f} ({st['frame']['p95']:.2f}) | {r['streamed_ms_per_frame']:.2f}"
+            + f" | {r['model_only_ms']['median']:.2f} | {r['frame_over_model_only']:.2f}"
+            + f" | {rate.get('8', '-')} / {rate.get('48', '-')} |"
+        )
+    return rows
+
+
+def main_table(paths: list[str]) -> int:
+    """`python -m ros_fer.bench table REPORT.json ...`: the README's performance rows, machine first."""
+    reports = [json.loads(Path(p).read_text()) for p in paths]
+    for m in {json.dumps(r["machine"], sort_keys=True) for r in reports}:
+        print(f"<!-- machine: {m} -->")
+    print(TABLE_HEAD)
+    for report in reports:
+        print("\n".join(table_rows(report)))
+    return 0
+
+
 def main_bench(args) -> int:
     from .runtime import resolve_device
 
     runs = [(args.backend, args.precision)]
+    graphs = {"cuda_graphs": args.cuda_graphs} if args.cuda_graphs else {}
     if args.backend == "all":
         cpu = resolve_device(args.device) == "cpu"
         ort = "fp32" if cpu and args.precision == "auto" else args.precision  # auto would pick int8 on the CPU
@@ -237,6 +311,7 @@ def main_bench(args) -> int:
                         "detector": detector,
                         "detector_runtime": args.detector_runtime,
                         "max_persons": max(persons, 1),
+                        **graphs,
                     },
                 )
                 results.append(run_bench(params, args.frames, args.warmup, persons, tuple(args.batches), args.boxes))
@@ -254,3 +329,11 @@ def main_bench(args) -> int:
         Path(args.json).write_text(text)
     print(text)
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 3 or sys.argv[1] != "table":
+        sys.exit("usage: python -m ros_fer.bench table REPORT.json [REPORT.json ...]")
+    sys.exit(main_table(sys.argv[2:]))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import json
 import sys
 from collections.abc import Sequence
@@ -114,6 +116,13 @@ def _frames(inputs: Sequence[str]):
             video.release()
 
 
+def _noting(items, pulled: collections.deque):
+    """The frames of (source, index, frame) items, each noted in `pulled` as it is taken."""
+    for _, index, frame in items:
+        pulled.append((index, frame))
+        yield frame
+
+
 def _infer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -132,17 +141,17 @@ def _infer(args: argparse.Namespace) -> int:
     if annotate:
         annotate.mkdir(parents=True, exist_ok=True)
     try:
-        previous = None
-        for source, index, frame in _frames(args.inputs):
-            if source != previous:  # tracks and smoothing belong to one video or image, never across files
-                pipeline.reset()
-                previous = source
-            result = pipeline.process(frame, color="bgr")
-            out.write(json.dumps({"source": source, "frame": index, **result.to_dict()}) + "\n")
-            out.flush()
-            if annotate:
-                name = f"{Path(source).stem}_{index:06d}.jpg"
-                cv2.imwrite(str(annotate / name), draw(frame, result))
+        for source, items in itertools.groupby(_frames(args.inputs), key=lambda item: item[0]):
+            pipeline.reset()  # tracks and smoothing belong to one video or image, never across files
+            pulled: collections.deque = collections.deque()  # frames the stream has taken, oldest first
+            # Streamed: on a GPU the next frame's decode and upload overlap this frame's model.
+            for result in pipeline.stream(_noting(items, pulled), color="bgr"):
+                index, frame = pulled.popleft()
+                out.write(json.dumps({"source": source, "frame": index, **result.to_dict()}) + "\n")
+                out.flush()
+                if annotate:
+                    name = f"{Path(source).stem}_{index:06d}.jpg"
+                    cv2.imwrite(str(annotate / name), draw(frame, result))
     finally:
         if out is not sys.stdout:
             out.close()
@@ -250,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="detected",
         choices=["detected", "known"],
         help="crops from the detector's boxes, or from the frame's known people (the detector still runs)",
+    )
+    p.add_argument(
+        "--cuda-graphs", choices=["auto", "on", "off"], help="override the config's cuda_graphs (before/after)"
     )
     p.add_argument("--frames", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)

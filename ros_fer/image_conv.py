@@ -3,6 +3,8 @@ Works on any object with the message's fields, so it needs no rclpy."""
 
 from __future__ import annotations
 
+import warnings
+
 import cv2
 import numpy as np
 
@@ -148,12 +150,39 @@ def compressed_to_bgr(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def decode_compressed(msg, w: int, h: int) -> np.ndarray:
     """The pixels of a CompressedImage that `check_compressed` passed as w x h."""
-    bgr = cv2.imdecode(_buffer(msg.data), cv2.IMREAD_COLOR)
+    return decode_bytes(msg.data, w, h, getattr(msg, "format", "?"))
+
+
+def decode_bytes(data, w: int | None = None, h: int | None = None, fmt: str = "?") -> np.ndarray:
+    """JPEG or PNG bytes as a BGR uint8 array (OpenCV); w x h, when given, is what the header said."""
+    bgr = cv2.imdecode(_buffer(data), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ImageError(f"cannot decode compressed image (format {getattr(msg, 'format', '?')!r})", "decode")
-    if bgr.shape[:2] != (h, w):
+        raise ImageError(f"cannot decode compressed image (format {fmt!r})", "decode")
+    if w is not None and bgr.shape[:2] != (h, w):
         raise ImageError(f"decoded {bgr.shape[1]}x{bgr.shape[0]}, the header said {w}x{h}", "decode")
     return bgr
+
+
+def is_jpeg(data) -> bool:
+    return bytes(_buffer(data)[:2]) == b"\xff\xd8"
+
+
+def decode_jpeg_tensor(data, device: str = "cpu", w: int | None = None, h: int | None = None):
+    """JPEG bytes as a uint8 RGB tensor [H, W, 3] on `device`, decoded there: on CUDA by nvjpeg (through
+    torchvision; the compressed bytes are all that crosses), elsewhere by torchvision's libjpeg."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    raw = torch.from_numpy(np.array(_buffer(data)))  # a copy: torchvision wants a writable tensor
+    try:
+        with warnings.catch_warnings():  # torchvision >= 0.29 points to TorchCodec on every call; not here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            chw = decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as exc:
+        raise ImageError(f"cannot decode JPEG: {str(exc).splitlines()[0]}", "decode") from exc
+    if w is not None and tuple(chw.shape[1:]) != (h, w):
+        raise ImageError(f"decoded {chw.shape[2]}x{chw.shape[1]}, the header said {w}x{h}", "decode")
+    return chw.permute(1, 2, 0).contiguous()
 
 
 def bgr_to_fields(bgr: np.ndarray, encoding: str = "bgr8", row_padding: int = 0) -> dict:

@@ -21,7 +21,7 @@ from ros_fer_msgs.msg import EmotionArray, PersonEmotion
 
 from .annotate import draw
 from .errors import FerError
-from .image_conv import ImageError, bgr_to_fields, check_compressed, check_image, decode_compressed, decode_image
+from .image_conv import ImageError, bgr_to_fields, check_compressed, check_image, decode_image
 from .params import NODE, PARAMS, RUNTIME, load_params
 from .pipeline import FrameResult, Pipeline
 from .tracking import PerTrack
@@ -151,7 +151,8 @@ class FerNode(LifecycleNode):
             self.params["max_expression_publishers"],
         )
         self.check = check_compressed if self.params["compressed"] else check_image
-        self.decode = decode_compressed if self.params["compressed"] else decode_image
+        # Compressed frames: a JPEG is decoded where the pipeline works (nvjpeg on the GPU path), else OpenCV.
+        self.decode = self._decode_compressed if self.params["compressed"] else decode_image
         self.stop.clear()
         self.worker = threading.Thread(target=self._work, name="fer_worker", daemon=True)
         self.worker.start()
@@ -256,18 +257,22 @@ class FerNode(LifecycleNode):
         params = self.params
         if self.subscription is None:  # deactivated meanwhile: no inference
             return
-        bgr = self.decode(msg, *size)  # checked on arrival: decoded here, not checked again
-        result = self.pipeline.process(bgr, color="bgr")
+        frame = self.decode(msg, *size)  # checked on arrival: decoded here, not checked again
+        result = self.pipeline.process(frame, color="bgr")  # a BGR array, or an RGB tensor on the device
         latency = time.monotonic() - arrived
         self.emotion_pub.publish(to_msg(result, msg.header, latency))
         self.latencies.append(latency)
         self.stage_ms.append(result.timings_ms)
         self.processed.append(time.monotonic())
         if params["debug_image"] and self.debug_pub.get_subscription_count() > 0:
+            bgr = frame if isinstance(frame, np.ndarray) else np.ascontiguousarray(frame.cpu().numpy()[:, :, ::-1])
             self.debug_pub.publish(Image(header=msg.header, **bgr_to_fields(draw(bgr, result))))
             self.debug_published += 1  # drawn only while someone subscribes
         if Expression is not None:
             self._publish_rep155(result, msg.header)
+
+    def _decode_compressed(self, msg, width: int, height: int):
+        return self.pipeline.decode(msg.data, width, height)
 
     def _publish_rep155(self, result: FrameResult, header) -> None:
         if self.pipeline.tracker is not None:  # tracks the tracker forgot: their publishers go

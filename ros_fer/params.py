@@ -47,7 +47,8 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "cuda_graphs",
         "auto",
-        "torch backend: replay the encoder as CUDA graphs (one per batch shape); auto = on for CUDA, off on the CPU",
+        "torch backend: CUDA graphs for the encoder, head and softmax (one per person bucket: 1, 2, 4, 8, then "
+        "multiples of 8) and the YOLO pose forward (one per frame size); auto = on for CUDA, off on the CPU",
         ("auto", "on", "off"),
     ),
     Param(

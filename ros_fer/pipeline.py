@@ -3,17 +3,20 @@ head against the text bank -> tracking and smoothing. The only place the stages 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .crops import CropBatch, Person, associate, crop_batch, crop_batch_tensor
-from .detection import Detector, create_detector
+from .detection import Detections, Detector, create_detector
 from .errors import ConfigError, InputShapeError
-from .runtime import Runtime, build_runtime, resolve_device
+from .image_conv import decode_bytes, decode_jpeg_tensor, is_jpeg
+from .runtime import Runtime, build_runtime, graphs_on, resolve_device
 from .tracking import Tracker
 
 MAX_PIXELS = 8192 * 8192
@@ -90,6 +93,62 @@ def as_rgb(frame: np.ndarray, color: str) -> np.ndarray:
     return frame[:, :, ::-1] if color == "bgr" else frame
 
 
+def as_rgb_tensor(frame: torch.Tensor) -> torch.Tensor:
+    """Validate a frame tensor: uint8 RGB [H, W, 3] (e.g. `decode_jpeg_tensor`'s), on any device."""
+    if frame.dtype != torch.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or min(frame.shape[:2]) < 1:
+        raise InputShapeError(f"a frame tensor must be uint8 [H, W, 3] RGB, got {frame.dtype} {list(frame.shape)}")
+    if frame.shape[0] * frame.shape[1] > MAX_PIXELS:
+        raise InputShapeError(
+            f"frame of {frame.shape[1]}x{frame.shape[0]} pixels is larger than the {MAX_PIXELS} allowed"
+        )
+    return frame
+
+
+@dataclass
+class LoadedFrame:
+    """A frame where the pipeline works on it: the host RGB array (host detection or crops) and/or the
+    device tensor (device path), with the event its upload stream records when the tensor is ready."""
+
+    rgb: np.ndarray | None
+    tensor: torch.Tensor | None
+    ready: object  # torch.cuda.Event | None
+    ms: float  # checking, decoding and queueing the upload
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple((self.rgb if self.rgb is not None else self.tensor).shape[:2])
+
+    def host(self) -> np.ndarray:
+        """The RGB pixels on the host (a host detector on the device path downloads them once)."""
+        if self.rgb is None:
+            self.rgb = self.tensor.cpu().numpy()
+        return self.rgb
+
+
+@dataclass
+class PendingFrame:
+    """A frame whose scores are on their way (`Pipeline.submit`)."""
+
+    pipeline: Pipeline
+    persons: list[Person]
+    probs: torch.Tensor | None
+    width: int
+    height: int
+    timings_ms: dict[str, float]
+    launched: float
+
+    def result(self) -> FrameResult:
+        """Waits for the scores (the only tensor that comes back), then tracks and smooths."""
+        pipeline = self.pipeline
+        probs = np.zeros((0, len(pipeline.labels)), np.float32) if self.probs is None else self.probs.cpu().numpy()
+        t3 = time.perf_counter()
+        results = pipeline._results(self.persons, probs)
+        t4 = time.perf_counter()
+        timings = {**self.timings_ms, "model": (t3 - self.launched) * 1e3, "track": (t4 - t3) * 1e3}
+        timings["total"] = sum(timings.values())
+        return FrameResult(results, pipeline.labels, self.width, self.height, timings)
+
+
 def detector_from_params(params: dict) -> Detector:
     """The detector the perception parameters name (the node's, `ros-fer infer`'s and `ros-fer adapt`'s)."""
     return create_detector(
@@ -102,6 +161,7 @@ def detector_from_params(params: dict) -> Detector:
         params["detector_max_side"],
         params["profile_faces"],
         params["detector_runtime"],
+        graphs_on(params, resolve_device(params["device"])),
     )
 
 
@@ -130,6 +190,11 @@ class Pipeline:
         self.warnings = [*runtime.warnings, *getattr(detector, "warnings", ()), *runtime.labels.notes()]
         self.labels = runtime.labels.classes
         self._valence_arousal(valence_arousal)
+        self.detected_on = ""  # where the last frame's detection ran: device or host
+        scorer = getattr(backend, "scorer", None)
+        self._scorer = None if scorer is None else scorer(runtime.head, runtime.text)
+        cuda = str(backend.device).startswith("cuda") and device_crops
+        self._upload_stream = torch.cuda.Stream(device=backend.device) if cuda else None
 
     @classmethod
     def from_params(cls, params: dict) -> Pipeline:
@@ -167,17 +232,24 @@ class Pipeline:
         if self.tracker is not None:
             self.tracker.reset()
 
-    def scores(self, crops: CropBatch) -> np.ndarray:
-        """Probabilities [P, C] for a frame's crops: one encoder call over the distinct crops, then the head."""
+    def probabilities(self, crops: CropBatch) -> torch.Tensor:
+        """Probabilities [P, C] on the backend's device, launched, not waited for: the torch backend's scorer
+        (encoder, head and softmax in one call, one CUDA graph per person bucket), else encoder then head."""
         with torch.inference_mode():
+            if self._scorer is not None:
+                return self._scorer(crops.images, crops.index)
             logits = self.runtime.head(self.runtime.backend.encode(crops.images, crops.index), self.runtime.text)
-            return logits.float().softmax(dim=-1).cpu().numpy()
+            return logits.float().softmax(dim=-1)
+
+    def scores(self, crops: CropBatch) -> np.ndarray:
+        """Probabilities [P, C] for a frame's crops, on the host."""
+        return self.probabilities(crops).cpu().numpy()
 
     def upload_frame(self, rgb: np.ndarray) -> torch.Tensor:
         """The frame on the backend's device (device crops: a torch backend), through its pinned buffers."""
         return self.runtime.backend.upload(rgb)
 
-    def crop(self, rgb: np.ndarray, persons: list[Person], frame_t: torch.Tensor | None = None) -> CropBatch:
+    def crop(self, rgb: np.ndarray | None, persons: list[Person], frame_t: torch.Tensor | None = None) -> CropBatch:
         """The frame's crops, cut where the pipeline chose once: on the device from the uploaded frame
         (`frame_t`, uploaded here if not given), or on the host by OpenCV."""
         if self.device_crops:
@@ -185,35 +257,79 @@ class Pipeline:
             return crop_batch_tensor(frame_t, persons, self.runtime.levels, self.runtime.image_size)
         return crop_batch(rgb, persons, self.runtime.levels, self.runtime.image_size)
 
-    def process(self, frame: np.ndarray, color: str = "bgr") -> FrameResult:
+    def decode(self, data: bytes | np.ndarray, width: int | None = None, height: int | None = None):
+        """A compressed frame's pixels where the pipeline works: a JPEG decoded on the GPU (nvjpeg, through
+        torchvision) into a uint8 RGB tensor when the frame lives there (device crops on CUDA), else OpenCV on
+        the host (a BGR array). `width`/`height`: what its header said (`image_conv.check_compressed`)."""
+        if self.device_crops and str(self.runtime.backend.device).startswith("cuda") and is_jpeg(data):
+            return decode_jpeg_tensor(data, self.runtime.backend.device, width, height)
+        return decode_bytes(data, width, height)
+
+    def load(self, frame: np.ndarray | torch.Tensor | bytes, color: str = "bgr") -> LoadedFrame:
+        """A frame checked and, on the device path, decoded or uploaded there: numpy arrays (`color` order),
+        compressed bytes (JPEG, PNG), or a uint8 RGB tensor [H, W, 3] already on the device. On CUDA the work
+        is queued on the pipeline's upload stream, so it overlaps whatever the GPU is computing meanwhile."""
         t0 = time.perf_counter()
-        rgb = as_rgb(frame, color)
-        h, w = rgb.shape[:2]
-        # The device path: the frame crosses once; a detector that can (a torch pose model) detects there too.
-        frame_t = self.upload_frame(rgb) if self.device_crops else None
-        det = (
-            None
-            if frame_t is None or not hasattr(self.detector, "detect_tensor")
-            else self.detector.detect_tensor(frame_t)
-        )
-        det = det if det is not None else self.detector.detect(rgb)
+        stream = self._upload_stream
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            if isinstance(frame, (bytes, bytearray, memoryview)):
+                frame, color = self.decode(bytes(frame)), "bgr"
+            if isinstance(frame, torch.Tensor):
+                tensor = as_rgb_tensor(frame).to(self.runtime.backend.device, non_blocking=True)
+                rgb = None if self.device_crops else tensor.cpu().numpy()
+            else:
+                rgb = as_rgb(frame, color)
+                tensor = self.upload_frame(rgb) if self.device_crops else None
+            ready = None
+            if stream is not None and tensor is not None:
+                ready = torch.cuda.Event()
+                ready.record(stream)
+        return LoadedFrame(rgb, tensor, ready, (time.perf_counter() - t0) * 1e3)
+
+    def submit(self, loaded: LoadedFrame) -> PendingFrame:
+        """Detection, association, crops and the scores launched: only boxes and keypoints have come to the
+        host so far; `PendingFrame.result()` waits for the scores and tracks."""
+        t0 = time.perf_counter()
+        if loaded.ready is not None:  # the upload stream's copy or decode first
+            torch.cuda.current_stream().wait_event(loaded.ready)
+            loaded.tensor.record_stream(torch.cuda.current_stream())
+        h, w = loaded.shape
+        det = self.detect(loaded)
         t1 = time.perf_counter()
         persons = associate(det, h, w, self.max_persons, self.keypoint_score)
-        crops = self.crop(rgb, persons, frame_t)
+        crops = self.crop(loaded.rgb, persons, loaded.tensor)
         t2 = time.perf_counter()
-        probs = self.scores(crops) if persons else np.zeros((0, len(self.labels)), np.float32)
-        t3 = time.perf_counter()
-        results = self._results(persons, probs)
-        t4 = time.perf_counter()
-        ms = lambda a, b: (b - a) * 1e3  # noqa: E731
-        timings = {
-            "detect": ms(t0, t1),
-            "crops": ms(t1, t2),
-            "model": ms(t2, t3),
-            "track": ms(t3, t4),
-            "total": ms(t0, t4),
-        }
-        return FrameResult(results, self.labels, w, h, timings)
+        probs = self.probabilities(crops) if persons else None
+        timings = {"load": loaded.ms, "detect": (t1 - t0) * 1e3, "crops": (t2 - t1) * 1e3}
+        return PendingFrame(self, persons, probs, w, h, timings, t2)
+
+    def process(self, frame: np.ndarray | torch.Tensor | bytes, color: str = "bgr") -> FrameResult:
+        """One frame, start to finish."""
+        return self.submit(self.load(frame, color)).result()
+
+    def stream(self, frames: Iterable, color: str = "bgr") -> Iterator[FrameResult]:
+        """Results of consecutive frames, each frame's decode and upload queued while the previous frame's
+        encoder and head run (CUDA: on a second stream; elsewhere in turn). Tracks carry over between frames."""
+        frames = iter(frames)
+        upcoming = next(frames, None)
+        loaded = None if upcoming is None else self.load(upcoming, color)
+        while loaded is not None:
+            pending = self.submit(loaded)
+            upcoming = next(frames, None)
+            loaded = None if upcoming is None else self.load(upcoming, color)
+            yield pending.result()
+
+    def detect(self, loaded: LoadedFrame) -> Detections:
+        """People (and faces, keypoints) in a loaded frame: on the device where the detector can (a torch pose
+        model, given the frame there), else on the host. `detected_on` says which, for reports."""
+        detect = getattr(self.detector, "detect_tensor", None)
+        if loaded.tensor is not None and detect is not None:
+            det = detect(loaded.tensor, self.keypoint_score)
+            if det is not None:
+                self.detected_on = "device"
+                return det
+        self.detected_on = "host"
+        return self.detector.detect(loaded.host())
 
     def _results(self, persons: list[Person], probs: np.ndarray) -> list[PersonResult]:
         boxes = np.stack([p.body for p in persons]) if persons else np.zeros((0, 5), np.float32)

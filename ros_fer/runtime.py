@@ -39,6 +39,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def graphs_on(params: dict, device: str) -> bool:
+    """`cuda_graphs`: on, off, or auto (on for CUDA)."""
+    return params["cuda_graphs"] == "on" or (params["cuda_graphs"] == "auto" and device.startswith("cuda"))
+
+
 def resolve_precision(precision: str, device: str, backend: str = "torch") -> str:
     """auto: fp16 on CUDA; on the CPU int8 with onnxruntime (checked for parity, else fp32), fp32 with torch."""
     if precision != "auto":
@@ -123,7 +128,7 @@ def build_runtime(params: dict) -> Runtime:
     kind = params["backend"]
     auto = params["precision"] == "auto"
     precision = resolve_precision(params["precision"], device, kind)
-    graphs = params["cuda_graphs"] == "on" or (params["cuda_graphs"] == "auto" and device.startswith("cuda"))
+    graphs = graphs_on(params, device)
     warnings: list[str] = []
     if kind == "tensorrt":
         import_tensorrt()

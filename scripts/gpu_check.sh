@@ -5,8 +5,9 @@
 # networked machine with `pip download --no-deps --python-version 3.12 --only-binary=:all: -d wheels \
 #   open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 ultralytics==8.4.190 ultralytics-thop==2.2.3 \
 #   ultralytics-platform==0.1.99 lap==0.5.12`, plus pytest, pluggy, iniconfig if the machine lacks pytest),
-# runs the CUDA tests, then `ros-fer bench` (ViT-B-32, ViT-B-16, ViT-L-14 at 1 and 8 persons, fp16, with a
-# random-weight yolo11n-pose on CUDA) and writes the JSON reports and the test log into OUT_DIR.
+# runs the CUDA tests, then `ros-fer bench` (ViT-B-32, ViT-B-16, ViT-L-14 at 1 and 8 persons, fp16, CUDA
+# graphs off and on, with a random-weight yolo11n-pose on CUDA) and writes the JSON reports, the README's
+# table rows (table.md) and the test log into OUT_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR [WHEELS_DIR]}
@@ -43,16 +44,21 @@ PY
 
 # The CUDA tests (the rest of the suite runs on every CPU machine in CI).
 set +e
-"$py" -m pytest -q -p no:cacheprovider -rs test/test_backends.py test/test_crops.py test/test_detection.py \
-  -k "cuda or tensorrt or device or yolo" 2>&1 | tee "$out/tests.log"
+"$py" -m pytest -q -p no:cacheprovider -rs test/test_gpu_frame.py test/test_backends.py test/test_crops.py \
+  test/test_detection.py -k "gpu_frame or cuda or tensorrt or device or yolo" 2>&1 | tee "$out/tests.log"
 tests=${PIPESTATUS[0]}
 set -e
 
+# The frame with CUDA graphs off, then on (auto), each backbone at 1 and 8 persons: a random-weight
+# yolo11n-pose on CUDA detects (timed), the frame's known people are cropped (--boxes known).
 for backbone in ViT-B-32 ViT-B-16 ViT-L-14; do
-  "$py" -m ros_fer.cli bench --backend torch --device cuda --precision fp16 --backbone "$backbone" \
-    --persons 1 8 --detectors yolo --person-weights yolo11n-pose.yaml --boxes known --batches 1 8 48 \
-    --frames 100 --warmup 20 --json "$out/bench-$backbone.json" >/dev/null
-  echo "gpu_check: $backbone -> $out/bench-$backbone.json"
+  for graphs in off on; do
+    "$py" -m ros_fer.cli bench --backend torch --device cuda --precision fp16 --backbone "$backbone" \
+      --cuda-graphs "$graphs" --persons 1 8 --detectors yolo --person-weights yolo11n-pose.yaml --boxes known \
+      --batches 1 8 48 --frames 100 --warmup 20 --json "$out/bench-$backbone-graphs-$graphs.json" >/dev/null
+    echo "gpu_check: $backbone, graphs $graphs -> $out/bench-$backbone-graphs-$graphs.json"
+  done
 done
-echo "gpu_check: tests exit $tests; reports in $out"
+"$py" -m ros_fer.bench table "$out"/bench-*.json | tee "$out/table.md"
+echo "gpu_check: tests exit $tests; reports and the README rows (table.md) in $out"
 exit "$tests"

@@ -310,7 +310,10 @@ def test_pipeline_on_the_device_path_matches_the_host_path(tmp_path):
         pipeline = Pipeline(detector, runtime, device_crops=device_path)
         results[device_path] = pipeline.process(frame).persons
     assert len(results[True]) == len(results[False]) == 5
-    for a, b in zip(results[True], results[False], strict=True):
+    # Persons are ranked by face area x score: random weights give near-ties that float rounding (faces worked
+    # out on tensors on the device path) may order either way, so each person is matched by its body box.
+    for a in results[True]:
+        b = min(results[False], key=lambda p: np.abs(p.body_box - a.body_box).sum())  # noqa: B023
         np.testing.assert_allclose(a.body_box, b.body_box, atol=1e-3)
         np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
         assert a.face_source == b.face_source

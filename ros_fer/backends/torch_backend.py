@@ -1,4 +1,5 @@
-"""PyTorch eager backend: CPU or CUDA; on CUDA fp16, pinned host memory and optional CUDA graphs."""
+"""PyTorch backend: CPU or CUDA; on CUDA fp16, page-locked uploads and CUDA graphs per person bucket
+(`graphs.py`), and the encoder, head and softmax in one call (`scorer`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import copy
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..errors import ConfigError
+from ..head import Head
 from ..models.base import FerModel
 from .base import check_precision, crops_and_index, empty_outputs
+from .graphs import PinnedRing, ShapeGraphs, pad_batch
 from .image_side import ImageSide
 
 
@@ -35,41 +39,27 @@ class TorchBackend:
             self.side.half()
         self.output_names = self.side.output_names
         self.cuda_graphs = cuda_graphs
-        self._graphs: dict[tuple, tuple] = {}
-        self._pinned: dict[tuple, torch.Tensor] = {}
+        self.static = cuda_graphs  # buckets and fixed buffers; the CPU tests turn it on without graphs
+        self._encoder = ShapeGraphs(self.side, capture=cuda_graphs)
+        self._pinned = PinnedRing(self.device) if self.cuda else None
 
     def upload(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """`array` on this backend's device: host arrays cross once, through a pinned buffer kept per dtype and
-        shape (crops, indices, whole frames); tensors already on the device stay where they are."""
+        """`array` on this backend's device: host arrays cross once, through page-locked buffers kept per dtype
+        and shape (crops, indices, whole frames); tensors already on the device stay where they are."""
         if isinstance(array, torch.Tensor):
             return array.to(self.device, non_blocking=True)
-        host = torch.from_numpy(np.ascontiguousarray(array))
         if not self.cuda:
-            return host
-        key = (host.dtype, tuple(host.shape))
-        pinned = self._pinned.get(key)
-        if pinned is None:
-            pinned = self._pinned[key] = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
-        pinned.copy_(host)
-        return pinned.to(self.device, non_blocking=True)
+            return torch.from_numpy(np.ascontiguousarray(array))
+        return self._pinned.upload(array)
 
-    def _graph(self, crops_shape: tuple[int, ...], index_shape: tuple[int, ...]):
-        """Capture the forward once per input shape (crops and persons), then replay it."""
-        key = (crops_shape, index_shape)
-        if key not in self._graphs:
-            static_crops = torch.zeros(crops_shape, dtype=torch.uint8, device=self.device)
-            static_index = torch.zeros(index_shape, dtype=torch.int64, device=self.device)
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream), torch.inference_mode():
-                for _ in range(3):  # warm-up outside the graph (cuBLAS handles, autotuning)
-                    self.side(static_crops, static_index)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph), torch.inference_mode():
-                static_out = self.side(static_crops, static_index)
-            self._graphs[key] = (graph, (static_crops, static_index), static_out)
-        return self._graphs[key]
+    def _run(self, runner: ShapeGraphs, crops, index) -> tuple[torch.Tensor, ...]:
+        """Static (CUDA graphs): the persons padded to their bucket run on the runner's fixed buffers (a few
+        shapes, each captured once), then the real persons' rows are kept. Else the module runs as it is."""
+        x, i = self.upload(crops), self.upload(index)
+        if self.static:
+            x, i, persons = pad_batch(x, i)
+            return tuple(o[:persons] for o in runner(x, i))
+        return runner.fn(x, i)
 
     @torch.inference_mode()
     def encode(self, crops: np.ndarray | torch.Tensor, index: np.ndarray | None = None) -> dict[str, torch.Tensor]:
@@ -77,13 +67,39 @@ class TorchBackend:
         crops, index = crops_and_index(crops, index)
         if len(index) == 0:
             return empty_outputs(self, crops, index)
-        x, i = self.upload(crops), self.upload(index)
-        if self.cuda_graphs:
-            graph, (static_crops, static_index), static_out = self._graph(tuple(x.shape), tuple(i.shape))
-            static_crops.copy_(x)
-            static_index.copy_(i)
-            graph.replay()
-            outs = tuple(o.clone() for o in static_out)
-        else:
-            outs = self.side(x, i)
+        outs = self._run(self._encoder, crops, index)
         return {n: o.float() for n, o in zip(self.output_names, outs, strict=True)}
+
+    def scorer(self, head: Head, text: dict[str, torch.Tensor]) -> Scorer:
+        """Encoder, head and softmax as one call (one graph per person bucket with `cuda_graphs`): crops and
+        indices in, probabilities [P, C] on the device out; nothing else crosses to the host."""
+        return Scorer(self, head, text)
+
+
+class ScoreSide(nn.Module):
+    """The image side, the head against the fixed text features, and the softmax: probabilities [B, C]."""
+
+    def __init__(self, side: ImageSide, head: Head, text: dict[str, torch.Tensor]):
+        super().__init__()
+        self.side, self.head, self.text = side, head, text
+
+    def forward(self, crops: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor]:
+        feats = {n: o.float() for n, o in zip(self.side.output_names, self.side(crops, index), strict=True)}
+        return (self.head(feats, self.text).float().softmax(dim=-1),)
+
+
+class Scorer:
+    """`TorchBackend.scorer`: probabilities of a frame's crops, the text features bound once."""
+
+    def __init__(self, backend: TorchBackend, head: Head, text: dict[str, torch.Tensor]):
+        self.backend, self.classes = backend, len(text[head.zero_shot().text_keys[0]])
+        text = {k: v.to(backend.device).float() for k, v in text.items()}
+        self.module = ScoreSide(backend.side, head, text)
+        self.runner = ShapeGraphs(self.module, capture=backend.cuda_graphs)
+
+    @torch.inference_mode()
+    def __call__(self, crops: np.ndarray | torch.Tensor, index: np.ndarray) -> torch.Tensor:
+        crops, index = crops_and_index(crops, index)
+        if len(index) == 0:
+            return torch.zeros((0, self.classes), device=self.backend.device)
+        return self.backend._run(self.runner, crops, index)[0]

@@ -19,6 +19,7 @@ def create_detector(
     max_side: int = 640,
     profile_faces: bool = False,
     runtime: str = "auto",
+    cuda_graphs: bool = False,
 ) -> Detector:
     """`auto`: the YOLO (pose) model of `person_weights`, fetched once and cached; where it cannot be had
     (offline, not cached), OpenCV's Haar faces, said in one warning line (`detector.warnings`)."""
@@ -45,7 +46,7 @@ def create_detector(
                 "silence this."
             ]
             return detector
-    return YoloDetector(person_weights, face_weights, device, confidence, runtime=runtime)
+    return YoloDetector(person_weights, face_weights, device, confidence, runtime=runtime, cuda_graphs=cuda_graphs)
 
 
 __all__ = [

@@ -8,6 +8,7 @@ ros_fer's cache on a connected machine. On the CPU the model runs through torch 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import shutil
@@ -18,8 +19,10 @@ import numpy as np
 from ..errors import ConfigError, WeightsUnavailableError
 from ..paths import cache_dir
 from .base import Detections, empty_boxes
+from .keypoints import faces_from_keypoints
 
 PERSON = 0  # COCO class id
+MAX_GRAPHS = 4  # frame sizes a detector keeps CUDA graphs for
 RUNTIMES = ("auto", "torch", "onnx")
 
 
@@ -117,6 +120,7 @@ class YoloDetector:
         imgsz: int = 640,
         runtime: str = "auto",
         max_det: int = 100,
+        cuda_graphs: bool = False,
     ):
         _quiet_ultralytics()
         from ultralytics import YOLO
@@ -131,7 +135,9 @@ class YoloDetector:
         # EPYC with AVX2: 83-90 ms against torch's 108-114 ms; README, detection figures).
         self.runtime = "torch" if str(device).startswith("cuda") else ("onnx" if runtime == "auto" else runtime)
         self.person_path = ""  # the resolved person weights (a file, or a *.yaml definition)
+        self.cuda_graphs = cuda_graphs and str(device).startswith("cuda")
         self._device_model = None  # the pose module on the frame's device, made at the first detect_tensor
+        self._graphs: dict[tuple, object] = {}  # per frame size: letterbox and forward, one CUDA graph
         if person_weights:
             self.person, self.person_path = self._load(YOLO, person_weights)
         if face_weights:
@@ -175,23 +181,52 @@ class YoloDetector:
             return empty_boxes()
         return np.concatenate([boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy()[:, None]], 1).astype(np.float32)
 
-    def detect_tensor(self, frame) -> Detections | None:
+    def detect_tensor(self, frame, keypoint_score: float = 0.5) -> Detections | None:
         """Detection from a frame already on the device (uint8 RGB [H, W, 3] tensor): a torch pose model
-        without a face model runs letterbox, forward and NMS there (`detect_pose_tensor`; fp16 on CUDA) and
-        only boxes and keypoints come back. None where this detector cannot (onnxruntime, a face model)."""
+        without a face model runs letterbox and forward there (fp16 on CUDA; with `cuda_graphs` one CUDA graph
+        per frame size), then NMS and the faces from the head keypoints (`keypoints.faces_from_keypoints`, the
+        host rule on tensors); boxes, keypoints and faces come back in one copy. None where this detector
+        cannot (onnxruntime, a face model)."""
         if not (self.pose and self.face is None and self.runtime == "torch"):
             return None
-        if self._device_model is None:
-            import copy
+        import torch
 
+        if self._device_model is None:
             model = copy.deepcopy(self.person.model).to(frame.device).eval()
             self._device_model = model.half() if frame.device.type == "cuda" else model
-        bodies, kps = detect_pose_tensor(self._device_model, frame, self.confidence, 0.7, self.max_det, self.imgsz)
+        h, w = frame.shape[:2]
+        r, pad, _ = letterbox_geometry(h, w, self.imgsz)
+        raw = self._forward(frame)
+        nc = int(getattr(self._device_model.model[-1], "nc", 1))
+        bodies, kps = decode_pose(raw, self.confidence, 0.7, self.max_det, r, pad, h, w, nc)
+        faces, why = faces_from_keypoints(kps, bodies, h, w, keypoint_score)
+        packed = torch.cat([bodies, kps.flatten(1), faces, why[:, None].float()], dim=1).cpu().numpy()
+        n = 17 * 3
         return Detections(
-            bodies=bodies.cpu().numpy().astype(np.float32),
+            bodies=packed[:, :5].astype(np.float32),
             bodies_detected=True,
-            keypoints=kps.cpu().numpy().astype(np.float32),
+            keypoints=packed[:, 5 : 5 + n].reshape(-1, 17, 3).astype(np.float32),
+            keypoint_faces=(packed[:, 5 + n : 10 + n].astype(np.float32), packed[:, -1].astype(np.int64)),
+            keypoint_score=keypoint_score,
         )
+
+    def _forward(self, frame):
+        """The pose head's raw output for a frame tensor: eager, or replayed from the frame size's CUDA graph.
+        Each size captures its own copy of the module (ultralytics keeps its anchors per input size, and a
+        graph must keep reading the ones it was captured with); at most MAX_GRAPHS sizes, then eager."""
+        key = tuple(frame.shape)
+        runner = self._graphs.get(key)
+        if runner is None and self.cuda_graphs and len(self._graphs) < MAX_GRAPHS:
+            from ..backends.graphs import ShapeGraphs
+
+            model = copy.deepcopy(self._device_model)
+            runner = self._graphs[key] = ShapeGraphs(lambda f: (pose_forward(model, f, self.imgsz),), capture=True)
+        if runner is not None:
+            return runner(frame)[0]
+        import torch
+
+        with torch.inference_mode():
+            return pose_forward(self._device_model, frame, self.imgsz)
 
     def detect(self, rgb: np.ndarray) -> Detections:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # ultralytics takes numpy frames as BGR
@@ -214,22 +249,35 @@ class YoloDetector:
 # ---- the device path: letterbox, forward and decoding on torch tensors (a GPU frame never leaves the GPU) ----
 
 
+def letterbox_geometry(h: int, w: int, imgsz: int = 640, stride: int = 32):
+    """ultralytics' letterbox for an h x w frame: scale r = min(imgsz / h, imgsz / w), the scaled size, then
+    grey padding up to multiples of the stride, evenly on both sides (an odd pixel at the bottom/right).
+    Returns (r, (pad_x, pad_y), (scaled h, scaled w, padded h, padded w))."""
+    r = min(imgsz / h, imgsz / w)
+    nh, nw = round(h * r), round(w * r)
+    ph, pw = -nh % stride, -nw % stride
+    return r, (pw // 2, ph // 2), (nh, nw, nh + ph, nw + pw)
+
+
 def letterbox_tensor(frame, imgsz: int = 640, stride: int = 32, fill: float = 114 / 255):
-    """A uint8 RGB frame tensor [H, W, 3] (any device) as the pose model's input [1, 3, H', W'] in 0..1:
-    scaled by r = min(imgsz / H, imgsz / W), then padded with grey up to multiples of the stride, evenly on
-    both sides (an odd pixel at the bottom/right). Returns (input, r, (pad_x, pad_y))."""
+    """A uint8 RGB frame tensor [H, W, 3] (any device) as the pose model's input [1, 3, H', W'] in 0..1
+    (`letterbox_geometry`). Returns (input, r, (pad_x, pad_y))."""
     import torch.nn.functional as F
 
     h, w = frame.shape[:2]
-    r = min(imgsz / h, imgsz / w)
-    nh, nw = round(h * r), round(w * r)
+    r, (left, top), (nh, nw, full_h, full_w) = letterbox_geometry(h, w, imgsz, stride)
     x = frame.permute(2, 0, 1)[None].float() / 255
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
-    ph, pw = -nh % stride, -nw % stride
-    top, left = ph // 2, pw // 2
-    x = F.pad(x, (left, pw - left, top, ph - top), value=fill)
+    x = F.pad(x, (left, full_w - nw - left, top, full_h - nh - top), value=fill)
     return x.clamp_(0, 1), r, (left, top)
+
+
+def pose_forward(model, frame, imgsz: int = 640):
+    """Letterbox and the pose module's forward: its raw output [1, 4 + nc + 51, anchors]."""
+    param = next(model.parameters())
+    raw = model(letterbox_tensor(frame, imgsz)[0].to(param.device, param.dtype))
+    return raw[0] if isinstance(raw, (tuple, list)) else raw
 
 
 def decode_pose(
@@ -263,10 +311,8 @@ def detect_pose_tensor(model, frame, conf: float = 0.4, iou: float = 0.7, max_de
     on that device. The same letterbox, score threshold and NMS as ultralytics' predict (`test_detection`)."""
     import torch
 
-    x, r, pad = letterbox_tensor(frame, imgsz)
-    param = next(model.parameters())
+    r, pad, _ = letterbox_geometry(frame.shape[0], frame.shape[1], imgsz)
     with torch.inference_mode():
-        raw = model(x.to(param.device, param.dtype))
-    raw = raw[0] if isinstance(raw, (tuple, list)) else raw
+        raw = pose_forward(model, frame, imgsz)
     nc = int(getattr(model.model[-1], "nc", 1))  # the pose head's class count (yolo11n-pose.pt: 1)
     return decode_pose(raw, conf, iou, max_det, r, pad, frame.shape[0], frame.shape[1], nc)

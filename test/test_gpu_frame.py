@@ -1,0 +1,265 @@
+"""The GPU-resident frame: person buckets and fixed buffers (what CUDA graphs replay), the encoder, head and
+softmax in one call, JPEG decoding by torchvision, frames loaded where the pipeline works, streamed frames,
+and faces from keypoints handed over by a device detector. Everything but the capture itself runs here on
+CPU tensors; the CUDA tests (skipped without a GPU) check the graphs and nvjpeg against the CPU."""
+
+import copy
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import photo, tiny
+
+from ros_fer.backends import TorchBackend
+from ros_fer.backends.graphs import BUCKETS, ShapeGraphs, bucket, pad_batch
+from ros_fer.crops import associate
+from ros_fer.detection import Detections, OpenCVDetector
+from ros_fer.detection.keypoints import WHY, face_from_keypoints
+from ros_fer.image_conv import ImageError, decode_jpeg_tensor, is_jpeg
+from ros_fer.params import load_params
+from ros_fer.pipeline import Pipeline
+from ros_fer.runtime import build_runtime
+from ros_fer.text_bank import build_text_bank
+from ros_fer.tracking import Tracker
+
+HAS_CUDA = torch.cuda.is_available()
+cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def shared_frame(model, persons: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's crops as the pipeline cuts them: each person's own crops, one context crop shared by all."""
+    size, levels = model.backbone.image_size, len(model.levels)
+    own = levels - 1
+    crops = np.random.default_rng(seed).integers(0, 256, (persons * own + 1, size, size, 3), dtype=np.uint8)
+    index = np.array([[p * own + j for j in range(own)] + [persons * own] for p in range(persons)], np.int64)
+    return crops, index
+
+
+def test_persons_are_padded_to_a_few_buckets():
+    for n in range(1, 40):
+        want = min((b for b in (1, 2, 4, 8) if b >= n), default=8 * math.ceil(n / 8))
+        assert bucket(n) == want, n
+    assert BUCKETS == (1, 2, 4, 8)
+    crops = torch.arange(7 * 2, dtype=torch.uint8).view(7, 1, 2, 1).expand(7, 1, 2, 3)
+    index = torch.tensor([[0, 1, 6], [2, 3, 6], [4, 5, 6]])  # 3 persons, context shared: 7 crops
+    padded_crops, padded_index, persons = pad_batch(crops, index)
+    assert persons == 3 and padded_index.shape == (4, 3) and padded_crops.shape == (4 * 2 + 1, 1, 2, 3)
+    assert torch.equal(padded_crops[:7], crops) and not padded_crops[7:].any()  # black extra crops
+    assert torch.equal(padded_index[:3], index) and not padded_index[3].any()
+    # nothing shared, 3 crops per person: 3 persons' 9 crops fit bucket 4's shared count (4 x 2 + 1), 4 don't
+    dense = torch.zeros((4 * 3, 1, 2, 3), dtype=torch.uint8)
+    assert pad_batch(dense[:9], torch.arange(9).view(3, 3))[0].shape[0] == 9
+    assert pad_batch(dense[:12], torch.arange(12).view(4, 3))[0].shape[0] == 12
+    assert pad_batch(dense[:9], torch.arange(9).view(9, 1))[0].shape[0] == 16  # one level: one crop per person
+    same = pad_batch(crops[:5], torch.tensor([[0, 1, 4], [2, 3, 4]]))
+    assert same[0].shape[0] == 5 and same[2] == 2  # a full bucket is left as it is
+
+
+@pytest.mark.parametrize("config", ["mlper", "mpa-fer", "zeroshot"])
+def test_bucketed_fixed_buffers_encode_and_score_like_the_plain_forward(config):
+    """The static path (what CUDA graphs replay: persons padded to their bucket, fixed input buffers) gives
+    the plain forward's features and probabilities for the real persons, at 1..9 persons, from five shapes."""
+    model = tiny(config).eval()
+    bank = build_text_bank(model).tensors
+    plain, static = TorchBackend(model), TorchBackend(copy.deepcopy(model))
+    static.static = True
+    head = model.head()
+    plain_scorer, static_scorer = plain.scorer(head, bank), static.scorer(head, bank)
+    for persons in range(1, 10):
+        crops, index = shared_frame(model, persons, seed=persons)
+        want = plain.encode(crops, index)
+        got = static.encode(crops, index)
+        for name in want:
+            assert got[name].shape == want[name].shape
+            torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-5)
+        # the fused scorer against the head applied to the plain features, softmaxed here
+        probs = torch.softmax(head(want, bank).float(), dim=-1)
+        torch.testing.assert_close(plain_scorer(crops, index), probs, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(static_scorer(crops, index), probs, atol=1e-5, rtol=1e-5)
+    shapes = {key[1][0] for key in static._encoder.entries}  # index shapes [bucket, L]
+    assert sorted(s[0] for s in shapes) == [1, 2, 4, 8, 16] and len(static._encoder.entries) == 5
+    assert len(static_scorer.runner.entries) == 5
+    assert static_scorer(np.zeros((0, 8, 8, 3), np.uint8), np.zeros((0, 3), np.int64)).shape == (0, 7)
+
+
+def test_fixed_buffers_hand_back_copies():
+    """A later call overwrites the buffers, never an earlier call's result."""
+    runner = ShapeGraphs(lambda x: (x * 2, x.sum(dim=0)), capture=False)
+    a, b = torch.arange(6.0).view(3, 2), torch.ones(3, 2)
+    first = runner(a)
+    second = runner(b)
+    assert torch.equal(first[0], a * 2) and torch.equal(first[1], a.sum(dim=0))
+    assert torch.equal(second[0], b * 2) and len(runner.entries) == 1
+    runner(torch.ones(4, 2))
+    assert len(runner.entries) == 2  # one per input shape
+
+
+def jpeg_of(rgb: np.ndarray, quality: int = 90) -> bytes:
+    return cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+
+
+def test_torchvision_decodes_jpeg_like_opencv():
+    rgb = photo("bus.jpg")
+    data = jpeg_of(rgb)
+    assert is_jpeg(data) and not is_jpeg(cv2.imencode(".png", rgb)[1].tobytes())
+    tensor = decode_jpeg_tensor(data, "cpu", rgb.shape[1], rgb.shape[0])
+    want = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert tensor.dtype == torch.uint8 and tuple(tensor.shape) == want.shape
+    diff = np.abs(tensor.numpy().astype(int) - want.astype(int))
+    assert diff.mean() < 0.5 and diff.max() <= 8  # two libjpeg builds: the same IDCT up to rounding
+    with pytest.raises(ImageError, match="the header said 100x50") as err:
+        decode_jpeg_tensor(data, "cpu", 100, 50)
+    assert err.value.reason == "decode"
+    with pytest.raises(ImageError, match="cannot decode JPEG") as err:
+        decode_jpeg_tensor(data[: len(data) // 3] + b"\x00" * 16, "cpu")
+    assert err.value.reason == "decode"
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory):
+    import os
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        yield build_runtime(load_params(None, {"backbone": "tiny-random", "pretrained": ""}))
+    finally:
+        if old is None:
+            os.environ.pop("XDG_CACHE_HOME")
+        else:
+            os.environ["XDG_CACHE_HOME"] = old
+
+
+def same_persons(a, b, atol: float = 1e-5) -> None:
+    assert [p.track_id for p in a] == [p.track_id for p in b] and len(a) >= 1
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x.body_box, y.body_box)
+        np.testing.assert_allclose(x.raw_scores, y.raw_scores, atol=atol)
+        np.testing.assert_allclose(x.scores, y.scores, atol=atol)
+
+
+def test_frames_load_from_arrays_bytes_and_tensors(runtime):
+    """A JPEG's bytes, its decoded BGR array and an RGB tensor of the same pixels give the same result, on
+    the host path and on the device path (here on CPU tensors)."""
+    rgb = photo("zidane.jpg")
+    data = jpeg_of(rgb, 95)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # BGR
+    for device_crops in (False, True):
+        pipeline = Pipeline(OpenCVDetector(), runtime, device_crops=device_crops)
+        want = pipeline.process(decoded, color="bgr").persons
+        from_bytes = pipeline.process(data).persons
+        from_tensor = pipeline.process(torch.from_numpy(np.ascontiguousarray(decoded[:, :, ::-1]))).persons
+        for got in (from_bytes, from_tensor):
+            assert [p.body_box.tolist() for p in got] == [p.body_box.tolist() for p in want]
+            for x, y in zip(got, want, strict=True):
+                np.testing.assert_allclose(x.raw_scores, y.raw_scores, atol=1e-5)
+        loaded = pipeline.load(data)
+        assert (loaded.tensor is not None) is device_crops and loaded.shape == rgb.shape[:2]
+    host = Pipeline(OpenCVDetector(), runtime)
+    assert isinstance(host.decode(data), np.ndarray)  # CPU: OpenCV decodes, the frame stays on the host
+    for bad in (torch.zeros((4, 4, 3), dtype=torch.float32), torch.zeros((4, 4), dtype=torch.uint8)):
+        with pytest.raises(Exception, match="uint8 \\[H, W, 3\\] RGB"):
+            host.process(bad)
+    with pytest.raises(ImageError, match="cannot decode"):
+        host.process(b"\xff\xd8 not really a jpeg")
+
+
+def test_streamed_frames_give_the_results_of_frames_one_by_one(runtime):
+    frames = [photo("zidane.jpg"), photo("bus.jpg"), photo("zidane.jpg")]
+
+    def fresh():
+        return Pipeline(OpenCVDetector(max_side=1080), runtime, tracker=Tracker(runtime.labels.classes))
+
+    one_by_one = fresh()
+    want = [one_by_one.process(f, color="rgb").persons for f in frames]
+    streamed = list(fresh().stream(iter(frames), color="rgb"))
+    assert len(streamed) == 3
+    for got, expected in zip(streamed, want, strict=True):
+        same_persons(got.persons, expected)
+        assert set(got.timings_ms) == {"load", "detect", "crops", "model", "track", "total"}
+    assert list(fresh().stream([])) == []
+
+
+def test_faces_a_device_detector_worked_out_are_used_for_its_keypoint_score():
+    kp = np.zeros((2, 17, 3), np.float32)
+    kp[:, :5, 2] = 0.9
+    kp[0, :5, :2] = [[100, 60], [95, 55], [105, 55], [90, 58], [110, 58]]
+    kp[1, :5, :2] = [[300, 60], [295, 55], [305, 55], [290, 58], [310, 58]]
+    bodies = np.array([[60, 40, 140, 300, 0.9], [260, 40, 340, 300, 0.8]], np.float32)
+    handed = np.array([[1, 2, 3, 4, 0.5], [0, 0, 0, 0, 0]], np.float32)  # not what the host rule gives
+    det = Detections(bodies=bodies, keypoints=kp, keypoint_faces=(handed, np.array([0, 2])), keypoint_score=0.5)
+    people = {int(p.body[0]): p for p in associate(det, 480, 640, 8, keypoint_score=0.5)}
+    np.testing.assert_array_equal(people[60].face, handed[0])
+    assert people[260].face is None and people[260].notes == [f"{WHY[2]}: face estimated from body"]
+    # another keypoint score than the detector's: the host rule, as if nothing had been handed over
+    people = {int(p.body[0]): p for p in associate(det, 480, 640, 8, keypoint_score=0.6)}
+    for x1, i in ((60, 0), (260, 1)):
+        np.testing.assert_allclose(people[x1].face, face_from_keypoints(kp[i], bodies[i], 480, 640, 0.6)[0])
+
+
+# ---- on a CUDA GPU only (scripts/gpu_check.sh runs these) ----
+
+
+@cuda_only
+def test_cuda_graph_scorer_matches_the_cpu_scorer():
+    model = tiny("mlper").eval()
+    bank = build_text_bank(model).tensors
+    cpu = TorchBackend(model).scorer(model.head(), bank)
+    gpu = TorchBackend(copy.deepcopy(model), "cuda", "fp16", cuda_graphs=True)
+    scorer = gpu.scorer(model.head(), bank)
+    for persons in (1, 3, 8, 9):
+        crops, index = shared_frame(model, persons, seed=persons)
+        got = scorer(crops, index)
+        assert got.is_cuda and got.shape == (persons, len(model.labels.classes))
+        torch.testing.assert_close(got.cpu(), cpu(crops, index), atol=2e-2, rtol=0)
+        on_device = scorer(torch.from_numpy(crops).cuda(), index)  # device crops: nothing uploaded
+        torch.testing.assert_close(on_device, got, atol=0, rtol=0)
+    assert len(scorer.runner.entries) == 4  # buckets 1, 4, 8, 16
+
+
+@cuda_only
+def test_nvjpeg_decodes_like_the_cpu():
+    data = jpeg_of(photo("bus.jpg"))
+    gpu, cpu = decode_jpeg_tensor(data, "cuda"), decode_jpeg_tensor(data, "cpu")
+    assert gpu.is_cuda and gpu.shape == cpu.shape
+    assert (gpu.cpu().int() - cpu.int()).abs().float().mean() < 1.0
+
+
+@cuda_only
+def test_yolo_graphs_detect_like_the_eager_model():
+    from ros_fer.detection import YoloDetector
+
+    frame = torch.from_numpy(np.ascontiguousarray(photo("bus.jpg"))).cuda()
+    eager = YoloDetector("yolo11n-pose.yaml", device="cuda", confidence=1e-4, max_det=20)
+    graphs = YoloDetector("yolo11n-pose.yaml", device="cuda", confidence=1e-4, max_det=20, cuda_graphs=True)
+    graphs.person.model.load_state_dict(eager.person.model.state_dict())
+    a, b = eager.detect_tensor(frame), graphs.detect_tensor(frame)
+    assert len(graphs._graphs) == 1 and len(a.bodies) == len(b.bodies) > 0
+    np.testing.assert_allclose(a.bodies, b.bodies, atol=1e-2)
+    np.testing.assert_allclose(b.keypoint_faces[0], a.keypoint_faces[0], atol=1e-2)
+    again = graphs.detect_tensor(frame)
+    np.testing.assert_array_equal(again.bodies, b.bodies)
+
+
+@cuda_only
+def test_the_cuda_pipeline_keeps_the_frame_on_the_gpu(tmp_path):
+    params = load_params(None, {"backbone": "tiny-random", "pretrained": "", "device": "cuda", "precision": "fp16"})
+    pipeline = Pipeline(OpenCVDetector(max_side=1080), build_runtime(params))
+    assert pipeline.device_crops and pipeline.runtime.backend.cuda_graphs  # cuda_graphs: auto
+    data = jpeg_of(photo("bus.jpg"))
+    assert isinstance(pipeline.decode(data), torch.Tensor) and pipeline.decode(data).is_cuda
+    host = Pipeline(OpenCVDetector(max_side=1080), build_runtime({**params, "device": "cpu", "precision": "fp32"}))
+    want = host.process(data).persons
+    got = pipeline.process(data).persons
+    assert len(got) == len(want) >= 1
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a.raw_scores, b.raw_scores, atol=0.03)
+    streamed = list(pipeline.stream([data] * 3))
+    assert len(streamed) == 3 and all(len(r.persons) == len(want) for r in streamed)

@@ -310,14 +310,19 @@ class Pipeline:
     def stream(self, frames: Iterable, color: str = "bgr") -> Iterator[FrameResult]:
         """Results of consecutive frames, each frame's decode and upload queued while the previous frame's
         encoder and head run (CUDA: on a second stream; elsewhere in turn). Tracks carry over between frames."""
-        frames = iter(frames)
-        upcoming = next(frames, None)
-        loaded = None if upcoming is None else self.load(upcoming, color)
+        frames, end = iter(frames), object()
+        upcoming = next(frames, end)
+        loaded = None if upcoming is end else self.load(upcoming, color)
         while loaded is not None:
             pending = self.submit(loaded)
-            upcoming = next(frames, None)
-            loaded = None if upcoming is None else self.load(upcoming, color)
+            upcoming, failed = next(frames, end), None
+            try:
+                loaded = None if upcoming is end else self.load(upcoming, color)
+            except Exception as exc:  # noqa: BLE001 - a bad next frame must not cost this frame its result
+                loaded, failed = None, exc
             yield pending.result()
+            if failed is not None:
+                raise failed
 
     def detect(self, loaded: LoadedFrame) -> Detections:
         """People (and faces, keypoints) in a loaded frame: on the device where the detector can (a torch pose

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing of the core modules (not part of CI): mutmut changes one thing at a time in
-# ros_fer/{crops,tracking,head,labels,text_bank,image_conv,pipeline,adapt}.py ([mutmut] in setup.cfg) and runs the
+# ros_fer/{crops,tracking,head,labels,text_bank,image_conv,pipeline,adapt,backends/graphs}.py ([mutmut] in setup.cfg) and runs the
 # fast tests that reach it; a mutant the tests let through is a feature no test checks.
 #   bash scripts/mutation.sh            # run (resumes where a stopped run left off), then the score
 #   bash scripts/mutation.sh --score    # the score of the last run only

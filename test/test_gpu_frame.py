@@ -185,6 +185,13 @@ def test_streamed_frames_give_the_results_of_frames_one_by_one(runtime):
         same_persons(got.persons, expected)
         assert set(got.timings_ms) == {"load", "detect", "crops", "model", "track", "total"}
     assert list(fresh().stream([])) == []
+    # a frame that cannot be loaded stops the stream after the frame before it has its result
+    results, stream = [], fresh().stream([frames[0], np.zeros((4, 4, 4), np.uint8), frames[1]], color="rgb")
+    with pytest.raises(Exception, match="H x W x 3"):
+        for r in stream:
+            results.append(r)
+    assert len(results) == 1
+    same_persons(results[0].persons, want[0])
 
 
 def test_faces_a_device_detector_worked_out_are_used_for_its_keypoint_score():

@@ -274,9 +274,10 @@ class Pipeline:
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             if isinstance(frame, (bytes, bytearray, memoryview)):
                 frame, color = self.decode(bytes(frame)), "bgr"
-            if isinstance(frame, torch.Tensor):
-                tensor = as_rgb_tensor(frame).to(self.runtime.backend.device, non_blocking=True)
-                rgb = None if self.device_crops else tensor.cpu().numpy()
+            if isinstance(frame, torch.Tensor) and self.device_crops:
+                rgb, tensor = None, as_rgb_tensor(frame).to(self.runtime.backend.device, non_blocking=True)
+            elif isinstance(frame, torch.Tensor):  # the host path: the pixels come to the host once
+                rgb, tensor = as_rgb_tensor(frame).cpu().numpy(), None
             else:
                 rgb = as_rgb(frame, color)
                 tensor = self.upload_frame(rgb) if self.device_crops else None

@@ -58,8 +58,9 @@ def test_persons_are_padded_to_a_few_buckets():
     assert pad_batch(dense[:9], torch.arange(9).view(3, 3))[0].shape[0] == 9
     assert pad_batch(dense[:12], torch.arange(12).view(4, 3))[0].shape[0] == 12
     assert pad_batch(dense[:9], torch.arange(9).view(9, 1))[0].shape[0] == 16  # one level: one crop per person
-    same = pad_batch(crops[:5], torch.tensor([[0, 1, 4], [2, 3, 4]]))
-    assert same[0].shape[0] == 5 and same[2] == 2  # a full bucket is left as it is
+    full, full_index = crops[:5], torch.tensor([[0, 1, 4], [2, 3, 4]])
+    same = pad_batch(full, full_index)
+    assert same[0] is full and same[1] is full_index and same[2] == 2  # a full bucket is left as it is, uncopied
 
 
 @pytest.mark.parametrize("config", ["mlper", "mpa-fer", "zeroshot"])
@@ -94,7 +95,9 @@ def test_fixed_buffers_hand_back_copies():
     runner = ShapeGraphs(lambda x: (x * 2, x.sum(dim=0)), capture=False)
     a, b = torch.arange(6.0).view(3, 2), torch.ones(3, 2)
     first = runner(a)
+    buffers = next(iter(runner.entries.values()))[0]
     second = runner(b)
+    assert next(iter(runner.entries.values()))[0] is buffers  # the same fixed buffers, written again
     assert torch.equal(first[0], a * 2) and torch.equal(first[1], a.sum(dim=0))
     assert torch.equal(second[0], b * 2) and len(runner.entries) == 1
     runner(torch.ones(4, 2))
@@ -162,6 +165,8 @@ def test_frames_load_from_arrays_bytes_and_tensors(runtime):
                 np.testing.assert_allclose(x.raw_scores, y.raw_scores, atol=1e-5)
         loaded = pipeline.load(data)
         assert (loaded.tensor is not None) is device_crops and loaded.shape == rgb.shape[:2]
+        given = pipeline.load(torch.from_numpy(rgb))  # a tensor on the host path: its pixels, as an array
+        assert (given.tensor is not None) is device_crops and np.array_equal(given.host(), rgb)
     host = Pipeline(OpenCVDetector(), runtime)
     assert isinstance(host.decode(data), np.ndarray)  # CPU: OpenCV decodes, the frame stays on the host
     for bad in (torch.zeros((4, 4, 3), dtype=torch.float32), torch.zeros((4, 4), dtype=torch.uint8)):

@@ -93,6 +93,11 @@ END_MARKERS = {"jpeg": b"\xff\xd9", "png": b"IEND"}  # what a complete JPEG / PN
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
+def is_jpeg(data) -> bool:
+    """Whether the bytes start as a JPEG does (its SOI marker)."""
+    return bytes(_buffer(data)[:2]) == b"\xff\xd8"
+
+
 def compressed_size(data: bytes | np.ndarray) -> tuple[str, int, int]:
     """(format, width, height) a JPEG or PNG declares in its header, read without decoding (a few hundred
     bytes at most). Raises ImageError (reason `header`) for anything else or a header cut short."""
@@ -101,7 +106,7 @@ def compressed_size(data: bytes | np.ndarray) -> tuple[str, int, int]:
         if len(b) < 24 or bytes(b[12:16]) != b"IHDR":
             raise ImageError("PNG without its IHDR header", "header")
         return "png", int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
-    if bytes(b[:2]) == b"\xff\xd8":
+    if is_jpeg(data):
         i = 2
         while i + 4 <= len(b):  # segments: FF marker, 2-byte length; the frame header (SOF) holds the size
             if b[i] != 0xFF:
@@ -161,10 +166,6 @@ def decode_bytes(data, w: int | None = None, h: int | None = None, fmt: str = "?
     if w is not None and bgr.shape[:2] != (h, w):
         raise ImageError(f"decoded {bgr.shape[1]}x{bgr.shape[0]}, the header said {w}x{h}", "decode")
     return bgr
-
-
-def is_jpeg(data) -> bool:
-    return bytes(_buffer(data)[:2]) == b"\xff\xd8"
 
 
 def decode_jpeg_tensor(data, device: str = "cpu", w: int | None = None, h: int | None = None):

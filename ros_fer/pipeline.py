@@ -193,8 +193,9 @@ class Pipeline:
         self.detected_on = ""  # where the last frame's detection ran: device or host
         scorer = getattr(backend, "scorer", None)
         self._scorer = None if scorer is None else scorer(runtime.head, runtime.text)
-        cuda = str(backend.device).startswith("cuda") and device_crops
-        self._upload_stream = torch.cuda.Stream(device=backend.device) if cuda else None
+        # The GPU-resident frame: decoded (JPEG) and uploaded on a second stream, detected and cropped there.
+        self.gpu_frame = device_crops and str(backend.device).startswith("cuda")
+        self._upload_stream = torch.cuda.Stream(device=backend.device) if self.gpu_frame else None
 
     @classmethod
     def from_params(cls, params: dict) -> Pipeline:
@@ -261,7 +262,7 @@ class Pipeline:
         """A compressed frame's pixels where the pipeline works: a JPEG decoded on the GPU (nvjpeg, through
         torchvision) into a uint8 RGB tensor when the frame lives there (device crops on CUDA), else OpenCV on
         the host (a BGR array). `width`/`height`: what its header said (`image_conv.check_compressed`)."""
-        if self.device_crops and str(self.runtime.backend.device).startswith("cuda") and is_jpeg(data):
+        if self.gpu_frame and is_jpeg(data):
             return decode_jpeg_tensor(data, self.runtime.backend.device, width, height)
         return decode_bytes(data, width, height)
 

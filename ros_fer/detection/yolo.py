@@ -195,10 +195,8 @@ class YoloDetector:
             model = copy.deepcopy(self.person.model).to(frame.device).eval()
             self._device_model = model.half() if frame.device.type == "cuda" else model
         h, w = frame.shape[:2]
-        r, pad, _ = letterbox_geometry(h, w, self.imgsz)
-        raw = self._forward(frame)
-        nc = int(getattr(self._device_model.model[-1], "nc", 1))
-        bodies, kps = decode_pose(raw, self.confidence, 0.7, self.max_det, r, pad, h, w, nc)
+        model = self._device_model
+        bodies, kps = detect_pose_tensor(model, frame, self.confidence, 0.7, self.max_det, self.imgsz, self._forward)
         faces, why = faces_from_keypoints(kps, bodies, h, w, keypoint_score)
         packed = torch.cat([bodies, kps.flatten(1), faces, why[:, None].float()], dim=1).cpu().numpy()
         n = 17 * 3
@@ -223,10 +221,7 @@ class YoloDetector:
             runner = self._graphs[key] = ShapeGraphs(lambda f: (pose_forward(model, f, self.imgsz),), capture=True)
         if runner is not None:
             return runner(frame)[0]
-        import torch
-
-        with torch.inference_mode():
-            return pose_forward(self._device_model, frame, self.imgsz)
+        return pose_forward(self._device_model, frame, self.imgsz)
 
     def detect(self, rgb: np.ndarray) -> Detections:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # ultralytics takes numpy frames as BGR
@@ -305,14 +300,17 @@ def decode_pose(
     return torch.cat([boxes, scores[:, None]], dim=1), kps
 
 
-def detect_pose_tensor(model, frame, conf: float = 0.4, iou: float = 0.7, max_det: int = 100, imgsz: int = 640):
+def detect_pose_tensor(
+    model, frame, conf: float = 0.4, iou: float = 0.7, max_det: int = 100, imgsz: int = 640, forward=None
+):
     """People and their keypoints from a frame tensor [H, W, 3] uint8 RGB on the model's device, with the
     model's own torch module (`YOLO(...).model`, fp16 on CUDA): (bodies [P, 5], keypoints [P, 17, 3]) tensors
-    on that device. The same letterbox, score threshold and NMS as ultralytics' predict (`test_detection`)."""
+    on that device. The same letterbox, score threshold and NMS as ultralytics' predict (`test_detection`).
+    `forward(frame)`: the raw output, when not `pose_forward` of `model` (a detector's CUDA graph replay)."""
     import torch
 
     r, pad, _ = letterbox_geometry(frame.shape[0], frame.shape[1], imgsz)
     with torch.inference_mode():
-        raw = pose_forward(model, frame, imgsz)
+        raw = pose_forward(model, frame, imgsz) if forward is None else forward(frame)
     nc = int(getattr(model.model[-1], "nc", 1))  # the pose head's class count (yolo11n-pose.pt: 1)
     return decode_pose(raw, conf, iou, max_det, r, pad, frame.shape[0], frame.shape[1], nc)

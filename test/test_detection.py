@@ -309,6 +309,7 @@ def test_pipeline_on_the_device_path_matches_the_host_path(tmp_path):
     for device_path in (False, True):
         pipeline = Pipeline(detector, runtime, device_crops=device_path)
         results[device_path] = pipeline.process(frame).persons
+        assert pipeline.detected_on == ("device" if device_path else "host")
     assert len(results[True]) == len(results[False]) == 5
     # Persons are ranked by face area x score: random weights give near-ties that float rounding (faces worked
     # out on tensors on the device path) may order either way, so each person is matched by its body box.

@@ -19,7 +19,7 @@ from ros_fer.detection import Detections, OpenCVDetector
 from ros_fer.detection.keypoints import WHY, face_from_keypoints
 from ros_fer.image_conv import ImageError, decode_jpeg_tensor, is_jpeg
 from ros_fer.params import load_params
-from ros_fer.pipeline import Pipeline
+from ros_fer.pipeline import Pipeline, as_rgb_tensor
 from ros_fer.runtime import build_runtime
 from ros_fer.text_bank import build_text_bank
 from ros_fer.tracking import Tracker
@@ -169,9 +169,19 @@ def test_frames_load_from_arrays_bytes_and_tensors(runtime):
         assert (given.tensor is not None) is device_crops and np.array_equal(given.host(), rgb)
     host = Pipeline(OpenCVDetector(), runtime)
     assert isinstance(host.decode(data), np.ndarray)  # CPU: OpenCV decodes, the frame stays on the host
-    for bad in (torch.zeros((4, 4, 3), dtype=torch.float32), torch.zeros((4, 4), dtype=torch.uint8)):
+    for bad in (
+        torch.zeros((4, 4, 3), dtype=torch.float32),
+        torch.zeros((4, 4), dtype=torch.uint8),
+        torch.zeros((4, 4, 4), dtype=torch.uint8),
+        torch.zeros((0, 4, 3), dtype=torch.uint8),
+    ):
         with pytest.raises(Exception, match="uint8 \\[H, W, 3\\] RGB"):
             host.process(bad)
+    # the pixel limit, as for arrays: checked on the shape (expanded views hold no memory)
+    pixel = torch.zeros((1, 1, 3), dtype=torch.uint8)
+    assert as_rgb_tensor(pixel) is pixel and as_rgb_tensor(pixel.expand(8192, 8192, 3)).shape[0] == 8192
+    with pytest.raises(Exception, match="frame of 8193x8192 pixels is larger than the 67108864 allowed"):
+        as_rgb_tensor(pixel.expand(8192, 8193, 3))
     with pytest.raises(ImageError, match="cannot decode"):
         host.process(b"\xff\xd8 not really a jpeg")
 
@@ -184,7 +194,8 @@ def test_streamed_frames_give_the_results_of_frames_one_by_one(runtime):
 
     one_by_one = fresh()
     want = [one_by_one.process(f, color="rgb").persons for f in frames]
-    streamed = list(fresh().stream(iter(frames), color="rgb"))
+    bgr = [np.ascontiguousarray(f[:, :, ::-1]) for f in frames]  # the order each streamed frame is read in
+    streamed = list(fresh().stream(iter(bgr), color="bgr"))
     assert len(streamed) == 3
     for got, expected in zip(streamed, want, strict=True):
         same_persons(got.persons, expected)

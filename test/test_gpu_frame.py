@@ -17,7 +17,7 @@ from ros_fer.backends.graphs import BUCKETS, ShapeGraphs, bucket, pad_batch
 from ros_fer.crops import associate
 from ros_fer.detection import Detections, OpenCVDetector
 from ros_fer.detection.keypoints import WHY, face_from_keypoints
-from ros_fer.image_conv import ImageError, decode_jpeg_tensor, is_jpeg
+from ros_fer.image_conv import ImageError, decode_bytes, decode_compressed, decode_jpeg_tensor, is_jpeg
 from ros_fer.params import load_params
 from ros_fer.pipeline import Pipeline, as_rgb_tensor
 from ros_fer.runtime import build_runtime
@@ -117,9 +117,15 @@ def test_torchvision_decodes_jpeg_like_opencv():
     assert tensor.dtype == torch.uint8 and tuple(tensor.shape) == want.shape
     diff = np.abs(tensor.numpy().astype(int) - want.astype(int))
     assert diff.mean() < 0.5 and diff.max() <= 8  # two libjpeg builds: the same IDCT up to rounding
-    with pytest.raises(ImageError, match="the header said 100x50") as err:
-        decode_jpeg_tensor(data, "cpu", 100, 50)
-    assert err.value.reason == "decode"
+    for decode in (lambda: decode_jpeg_tensor(data, "cpu", 100, 50), lambda: decode_bytes(data, 100, 50)):
+        with pytest.raises(ImageError, match="^decoded 810x1080, the header said 100x50$") as err:
+            decode()
+        assert err.value.reason == "decode"
+    message = type("CompressedImage", (), {"data": data, "format": "jpeg"})()
+    with pytest.raises(ImageError, match="^decoded 810x1080, the header said 810x1000$"):
+        decode_compressed(message, 810, 1000)
+    grey = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))[1].tobytes()
+    assert tuple(decode_jpeg_tensor(grey, "cpu").shape) == (1080, 810, 3)  # a grey JPEG comes as RGB too
     with pytest.raises(ImageError, match="cannot decode JPEG") as err:
         decode_jpeg_tensor(data[: len(data) // 3] + b"\x00" * 16, "cpu")
     assert err.value.reason == "decode"

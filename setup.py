@@ -34,5 +34,5 @@ setup(
     maintainer="ros_fer maintainers",
     description="Real-time emotion perception with vision-language models for ROS 2",
     license="Apache-2.0",
-    entry_points={"console_scripts": ["ros-fer = ros_fer.cli:main", "fer_node = ros_fer.node:main"]},
+    entry_points={"console_scripts": ["ros-fer = ros_fer.cli:main", "fer_node = ros_fer.node:entry"]},
 )

@@ -31,10 +31,11 @@ from .bundle import MANIFEST, export_bundle, write_cache, write_manifest
 from .crops import Person, associate, crop_batch, read_boxes_json
 from .errors import ConfigError
 from .head import Head, cache_logits, cache_query
-from .image_conv import IMAGE_SUFFIXES
+from .image_conv import IMAGE_SUFFIXES, ImageError
 from .labels import LabelSet
 from .pipeline import detector_from_params
 from .runtime import Runtime, build_runtime, model_from_params
+from .sources import Frame, read_image_file
 
 # The search grid. alpha is relative to the head's logit scale (Tip-Adapter's grid is for CLIP's 100), 0 is
 # the zero-shot head itself; beta as Tip-Adapter searches it.
@@ -91,6 +92,56 @@ def list_images(images: Path, labels: LabelSet) -> tuple[list[tuple[Path, int]],
     return items, skipped
 
 
+def read_ranges(path: Path, labels: LabelSet) -> dict[int, list[tuple[float, float]]]:
+    """A ranges file: per state (its key or adjective), time ranges in seconds from the bag's start,
+    `happy: [[12.0, 15.5], [40, 44]]`. A wrong file names the file, the state and what was expected."""
+    from .yaml_loader import load_yaml
+
+    try:
+        data = load_yaml(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--ranges {path}: not readable YAML ({exc})") from exc
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"--ranges {path}: expected a mapping from state to [[start, end], ...] seconds")
+    out: dict[int, list[tuple[float, float]]] = {}
+    for name, spans in data.items():
+        state = state_of_folder(str(name), labels)
+        ok = (
+            isinstance(spans, list)
+            and spans
+            and all(
+                isinstance(s, list) and len(s) == 2 and all(isinstance(v, (int, float)) for v in s) and s[1] > s[0]
+                for s in spans
+            )
+        )
+        if not ok:
+            raise ConfigError(
+                f"--ranges {path}: {name!r}: expected a list of [start, end] seconds with end > start, got {spans!r}"
+            )
+        out.setdefault(state, []).extend((float(a), float(b)) for a, b in spans)
+    return out
+
+
+def bag_examples(bag: Path, ranges: Path, labels: LabelSet, topic: str | None, max_pixels: int):
+    """(frame, state) for every camera frame of the bag inside a state's time ranges, states in the order of
+    their names (as folders list them), and the frames skipped, counted by the node's reasons."""
+    from .sources import Bag, Skipped
+
+    per_state = read_ranges(ranges, labels)
+    items, skipped = [], Counter()
+    names = {i: e.key for i, e in enumerate(labels.emotions)}
+    for state in sorted(per_state, key=names.get):
+        for start, end in per_state[state]:
+            for item in Bag(bag, topic, start, end).frames(max_pixels):
+                if isinstance(item, Skipped):
+                    skipped[f"frame skipped ({item.reason})"] += 1
+                else:
+                    items.append((item, state))
+    if not items:
+        raise ConfigError(f"--bag {bag}: no camera frame inside the ranges of {ranges}")
+    return items, skipped
+
+
 def person_of(rgb: np.ndarray, box: dict | None, detector) -> Person:
     """The person an example image shows: its boxes.json boxes, else the detector's first (closest) person,
     else the whole image as the body with the face estimated, as the node does."""
@@ -107,36 +158,43 @@ def person_of(rgb: np.ndarray, box: dict | None, detector) -> Person:
 
 def encode_examples(
     runtime: Runtime,
-    items: list[tuple[Path, int]],
+    items: list[tuple[Path | Frame, int]],
     boxes: dict[str, dict],
-    root: Path,
+    root: Path | None,
     detector_factory=None,
     batch: int = 16,
     progress: bool = True,
     skipped: Counter | None = None,
 ) -> Examples:
-    """Every image through the runtime's crops, image side and zero-shot head, `batch` images per call."""
+    """Every image through the runtime's crops, image side and zero-shot head, `batch` images per call. An
+    item is an image file (its boxes.json entry keyed relative to `root`) or a frame read from a recording."""
     from tqdm import tqdm
 
     skipped = Counter() if skipped is None else skipped
     head = runtime.head.zero_shot()
-    detector, paths, logits, queries, targets = None, [], [], [], []
+    paths, logits, queries, targets = [], [], [], []
+    # The detector (and any fall-back it warns of) before the bar starts, only where an image lacks a body box.
+    key = lambda item: item.relative_to(root).as_posix() if isinstance(item, Path) else None  # noqa: E731
+    unboxed = any((boxes.get(key(item)) or {}).get("body") is None for item, _ in items)
+    detector = detector_factory() if unboxed and detector_factory is not None else None
     bar = tqdm(total=len(items), desc="adapt: encoding", unit="image", file=sys.stderr, disable=not progress)
     for start in range(0, len(items), batch):
         chunk, crops, index = items[start : start + batch], [], []
-        for path, state in chunk:
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                skipped["unreadable image"] += 1
-                continue
+        for item, state in chunk:
+            if isinstance(item, Path):
+                try:  # the rule of every frame source: a truncated or corrupt file is refused, not half-read
+                    bgr = read_image_file(item)
+                except ImageError:
+                    skipped["unreadable image"] += 1
+                    continue
+            else:
+                bgr = item.image
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            box = boxes.get(path.relative_to(root).as_posix())
-            if (box is None or box.get("body") is None) and detector is None and detector_factory is not None:
-                detector = detector_factory()
+            box = boxes.get(key(item))
             cb = crop_batch(rgb, [person_of(rgb, box, detector)], runtime.levels, runtime.image_size)
             index.append(cb.index + sum(len(c) for c in crops))
             crops.append(cb.images)
-            paths.append(str(path))
+            paths.append(str(item) if isinstance(item, Path) else f"{item.source}#{item.index}")
             targets.append(state)
         if crops:
             with torch.inference_mode():
@@ -257,7 +315,7 @@ def _prepare_folder(target: str, out: Path, params: dict, precisions: tuple[str,
 
 def adapt(
     target: str,
-    images: str | os.PathLike[str],
+    images: str | os.PathLike[str] | None,
     out: str | os.PathLike[str],
     params: dict,
     hold_out: float = 0.25,
@@ -265,16 +323,28 @@ def adapt(
     seed: int = 0,
     precisions: tuple[str, ...] = ("fp32",),
     progress: bool = True,
+    bag: str | os.PathLike[str] | None = None,
+    ranges: str | os.PathLike[str] | None = None,
+    topic: str | None = None,
 ) -> dict:
-    """Adapt `target` to the images of `images` and write the exported folder `out`; returns the summary."""
-    images, out = Path(images), Path(out)
+    """Adapt `target` to the images of `images` (a folder per state), or to the frames of a recording `bag`
+    in the time ranges per state of the `ranges` file, and write the exported folder `out`; returns the
+    summary."""
+    out = Path(out)
     _prepare_folder(target, out, params, precisions)
     runtime = build_runtime({**params, "model": str(out), "text_bank": ""})
+    for line in runtime.warnings:  # said before any progress bar
+        print(f"ros-fer adapt: warning: {line}", file=sys.stderr)
     labels = runtime.labels
-    items, skipped = list_images(images, labels)
-    boxes = read_boxes_json(images / "boxes.json") if (images / "boxes.json").is_file() else {}
-    if unmatched := len(set(boxes) - {path.relative_to(images).as_posix() for path, _ in items}):
-        skipped["boxes.json entries matching no image"] += unmatched  # a typo in a path, a moved image
+    if bag is not None:
+        items, skipped = bag_examples(Path(bag), Path(ranges), labels, topic, params["max_pixels"])
+        boxes, images = {}, None
+    else:
+        images = Path(images)
+        items, skipped = list_images(images, labels)
+        boxes = read_boxes_json(images / "boxes.json") if (images / "boxes.json").is_file() else {}
+        if unmatched := len(set(boxes) - {path.relative_to(images).as_posix() for path, _ in items}):
+            skipped["boxes.json entries matching no image"] += unmatched  # a typo in a path, a moved image
 
     def detector():
         det = detector_from_params(params)
@@ -288,7 +358,7 @@ def adapt(
     shots = {c: int((ex.targets == i).sum()) for i, c in enumerate(labels.classes)}
     summary = {
         "out": str(out),
-        "images": str(images),
+        "images": str(images) if bag is None else f"{bag} ({ranges})",
         "shots": shots,
         "held_out": fit["held_out"],
         "accuracy_zero_shot": fit["accuracy_zero_shot"],

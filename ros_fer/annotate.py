@@ -39,7 +39,9 @@ def draw(bgr: np.ndarray, result: FrameResult) -> np.ndarray:
         )
         scale = 0.4 * thick
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        top = max(0, y1 - th - base - 2)
+        # the label stays inside the image: moved left from the right edge, down from the top
+        x1 = max(0, min(x1, out.shape[1] - tw - 2))
+        top = min(max(0, y1 - th - base - 2), max(0, out.shape[0] - th - base - 2))
         cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), color, -1)
         cv2.putText(out, text, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
     return out

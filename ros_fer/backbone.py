@@ -146,8 +146,9 @@ def _check_fetchable(name: str, tag: str) -> None:
         raise WeightsUnavailableError(
             f"could not fetch pretrained weights {name}/{tag}: they are not in the local cache and "
             f"{' or '.join(h for h in hosts if h) or 'the hub (HF_HUB_OFFLINE is set)'} cannot be reached. "
-            "Fetch them once on a connected machine (open_clip caches them), or download the weight file "
-            "and pass it as a local file: --checkpoint FILE (config: backbone.checkpoint)."
+            "Fetch them once on a connected machine (open_clip caches them), or give a local weight file "
+            "instead of the pretrained tag.",
+            name,
         )
 
 
@@ -164,7 +165,8 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
         except Exception as exc:  # noqa: BLE001 - any download/parse failure gets the same advice
             raise WeightsUnavailableError(
                 f"could not load pretrained weights {spec.name}/{spec.pretrained}: {exc}. "
-                "Pass a local weight file with --checkpoint FILE instead."
+                "Give a local weight file instead of the pretrained tag.",
+                spec.name,
             ) from exc
     else:
         with torch.random.fork_rng(devices=[]), quiet_root_warnings():  # reproducible, RNG untouched

@@ -17,6 +17,7 @@ import torch
 from . import __version__
 from .backends.image_side import dense_index
 from .crops import associate, crop_batch
+from .crops import sample_frame as bench_frame
 from .detection import Detections
 from .machine import machine
 from .params import load_params
@@ -24,36 +25,7 @@ from .pipeline import Pipeline
 from .tracking import Tracker
 
 BATCHES = (1, 3, 12, 48)
-FRAME = (640, 480)
-
-
-TILE = (40, 720, 820, 1180)  # y1, y2, x1, x2 in zidane.jpg: Ancelotti, a frontal face the Haar detector finds
-TILE_FACE = (102, 70, 250, 218)  # his face box inside the tile (x1, y1, x2, y2)
-
-
-def bench_frame(persons: int) -> tuple[np.ndarray, Detections]:
-    """A 640x480 BGR frame with `persons` real people (head-and-shoulders tiles of ultralytics' zidane.jpg),
-    and where they are: the known face and body boxes, for timing the encoder at a fixed person count."""
-    import ultralytics
-
-    photo = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg"))
-    person = photo[TILE[0] : TILE[1], TILE[2] : TILE[3]]
-    cols = int(np.ceil(np.sqrt(persons)))
-    rows = int(np.ceil(persons / cols))
-    cell_w, cell_h = FRAME[0] // cols, FRAME[1] // rows
-    frame = np.full((FRAME[1], FRAME[0], 3), 90, np.uint8)
-    scale = min(cell_w / person.shape[1], cell_h / person.shape[0])
-    tile = cv2.resize(person, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    faces, bodies = [], []
-    for i in range(persons):
-        r, c = divmod(i, cols)
-        y, x = r * cell_h + (cell_h - tile.shape[0]) // 2, c * cell_w + (cell_w - tile.shape[1]) // 2
-        frame[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
-        bodies.append([x, y, x + tile.shape[1], y + tile.shape[0], 1.0])
-        f = np.asarray(TILE_FACE, np.float32) * scale
-        faces.append([x + f[0], y + f[1], x + f[2], y + f[3], 1.0])
-    known = Detections(np.asarray(faces, np.float32).reshape(-1, 5), np.asarray(bodies, np.float32).reshape(-1, 5))
-    return frame, known
+FRAME = (640, 480)  # the sample frame's size (crops.SAMPLE_FRAME)
 
 
 def stats(samples: list[float]) -> dict[str, float]:
@@ -104,6 +76,7 @@ def run_bench(
     frame, known = bench_frame(persons)
     jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     found = len(associate(pipeline.detector.detect(np.ascontiguousarray(frame[:, :, ::-1])), *FRAME[::-1], persons))
+    detector_choice = getattr(pipeline.detector, "choice", None)  # detector_runtime auto: what it measured
     if boxes == "known":
         pipeline.detector = KnownBoxes(pipeline.detector, known)
     stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "crops", "encode", "head", "track")}
@@ -153,6 +126,7 @@ def run_bench(
     frame_stats, model_only = stats(whole), stats(floor)
     backend = rt.backend
     return {
+        "asked": {"backend": params["backend"], "precision": params["precision"]},
         "backend": backend.name,
         "precision": backend.precision,
         "device": device,
@@ -177,6 +151,8 @@ def run_bench(
         "context_sharing": _sharing(rt, loaded.host(), people) if people else None,
         "threads": _threads(backend),
         "warnings": list(pipeline.warnings),
+        "runtime_choice": rt.choice,  # backend auto: what the probe measured and chose
+        "detector_choice": detector_choice,
         "machine": machine(),
         "versions": versions(),
     }
@@ -249,27 +225,44 @@ def versions() -> dict:
     return out
 
 
-TABLE_HEAD = (
-    "| backbone, persons | cuda_graphs | decode | detect | crops | encode | head | track | whole frame (p95) "
-    "| streamed | floor | frame / floor | person-frames/s (batch 8 / 48) |\n|" + "---|" * 13
-)
+STAGES = ("decode", "detect", "crops", "encode", "head", "track")
 
 
-def table_rows(report: dict) -> list[str]:
-    """README rows (medians, ms) for every result of a `ros-fer bench` report; the machine goes beside them."""
-    rows = []
-    for r in report["results"]:
-        st = r["stages_ms"]
-        med = [st[k]["median"] for k in ("decode", "detect", "crops", "encode", "head", "track")]
-        rate = r["encoder_person_frames_per_s"]
+def table(reports: list[dict]) -> list[str]:
+    """README rows (medians, ms) for every result of `ros-fer bench` reports: each row names its backbone,
+    persons, backend, precision, device and detector; the throughput columns are the batches measured."""
+    results = [r for report in reports for r in report["results"]]
+    batches = sorted({int(b) for r in results for b in r["encoder_person_frames_per_s"]})
+    columns = [
+        "backbone, persons",
+        "backend, precision, device",
+        "detector",
+        "cuda_graphs",
+        *STAGES,
+        "whole frame (p95)",
+        "streamed",
+        "floor",
+        "frame / floor",
+        f"person-frames/s (batch {' / '.join(map(str, batches))})",
+    ]
+    rows = [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
+    for r in results:
+        st, rate = r["stages_ms"], r["encoder_person_frames_per_s"]
         backbone = r["model"].split(" on ")[-1].split(" (")[0]
-        rows.append(
-            f"| {backbone}, {r['persons']} | {'on' if r.get('cuda_graphs') else 'off'} | "
-            + " | ".join(f"{m:.2f}" for m in med)
-            + f" | {st['frame']['median']:.2f} ({st['frame']['p95']:.2f}) | {r['streamed_ms_per_frame']:.2f}"
-            + f" | {r['model_only_ms']['median']:.2f} | {r['frame_over_model_only']:.2f}"
-            + f" | {rate.get('8', '-')} / {rate.get('48', '-')} |"
-        )
+        cells = [
+            f"{backbone}, {r['persons']}",
+            ("auto: " if r.get("asked", {}).get("backend") == "auto" else "")
+            + f"{r['backend']} {r['precision']}, {r['device']}",
+            r["detector"],
+            "on" if r.get("cuda_graphs") else "off",
+            *(f"{st[k]['median']:.2f}" for k in STAGES),
+            f"{st['frame']['median']:.2f} ({st['frame']['p95']:.2f})",
+            f"{r['streamed_ms_per_frame']:.2f}",
+            f"{r['model_only_ms']['median']:.2f}",
+            f"{r['frame_over_model_only']:.2f}",
+            " / ".join(str(rate.get(str(b), "-")) for b in batches),
+        ]
+        rows.append(f"| {' | '.join(cells)} |")
     return rows
 
 
@@ -278,21 +271,47 @@ def main_table(paths: list[str]) -> int:
     reports = [json.loads(Path(p).read_text()) for p in paths]
     for m in {json.dumps(r["machine"], sort_keys=True) for r in reports}:
         print(f"<!-- machine: {m} -->")
-    print(TABLE_HEAD)
-    for report in reports:
-        print("\n".join(table_rows(report)))
+    print("\n".join(table(reports)))
     return 0
 
 
+def compare(results: list[dict]) -> dict:
+    """Side by side, per person count: each run's encoder speed-up over torch fp32, and the default
+    (`backend: auto`) against the fastest explicit option measured in the same run (whole frame, median)."""
+    out: dict = {"encoder_speedup_over_torch_fp32": {}, "default_vs_fastest_explicit": {}}
+    for persons in sorted({r["persons"] for r in results}):
+        runs = [r for r in results if r["persons"] == persons]
+        explicit = [r for r in runs if r["asked"]["backend"] != "auto"]
+        base = next((r for r in explicit if (r["backend"], r["precision"]) == ("torch", "fp32")), None)
+        for r in runs:
+            if base is not None and r is not base:
+                name = f"{r['asked']['backend']}:{r['backend']}-{r['precision']}-{persons}p"
+                speedup = base["stages_ms"]["encode"]["median"] / r["stages_ms"]["encode"]["median"]
+                out["encoder_speedup_over_torch_fp32"][name] = round(speedup, 3)
+        default = next((r for r in runs if r["asked"]["backend"] == "auto"), None)
+        if default is not None and explicit:
+            best = min(explicit, key=lambda r: r["stages_ms"]["frame"]["median"])
+            out["default_vs_fastest_explicit"][f"{persons}p"] = {
+                "default": f"{default['backend']} {default['precision']}",
+                "default_ms": default["stages_ms"]["frame"]["median"],
+                "fastest_explicit": f"{best['backend']} {best['precision']}",
+                "fastest_ms": best["stages_ms"]["frame"]["median"],
+                "ratio": round(default["stages_ms"]["frame"]["median"] / best["stages_ms"]["frame"]["median"], 3),
+            }
+    return out
+
+
 def main_bench(args) -> int:
-    from .runtime import resolve_device
+    from .machine import cpu_info
+    from .runtime import resolve_device, runtime_candidates
 
     runs = [(args.backend, args.precision)]
     graphs = {"cuda_graphs": args.cuda_graphs} if args.cuda_graphs else {}
-    if args.backend == "all":
-        cpu = resolve_device(args.device) == "cpu"
-        ort = "fp32" if cpu and args.precision == "auto" else args.precision  # auto would pick int8 on the CPU
-        runs = [("torch", args.precision), ("onnxruntime", ort)] + ([("onnxruntime", "int8")] if cpu else [])
+    if args.backend == "all":  # the default beside every candidate its probe weighs here, so a user sees why
+        device = resolve_device(args.device)
+        runs = [("auto", args.precision), *runtime_candidates(device, cpu_info()["isa"], args.precision)]
+        if device == "cpu" and args.precision in ("auto", "fp32"):
+            runs.append(("onnxruntime", "fp32"))
     overrides = {"backbone": args.backbone, "pretrained": args.pretrained or "", "device": args.device}
     if args.model:
         overrides["model"] = args.model
@@ -310,20 +329,13 @@ def main_bench(args) -> int:
                         "precision": precision,
                         "detector": detector,
                         "detector_runtime": args.detector_runtime,
+                        "detector_imgsz": args.detector_imgsz,
                         "max_persons": max(persons, 1),
                         **graphs,
                     },
                 )
                 results.append(run_bench(params, args.frames, args.warmup, persons, tuple(args.batches), args.boxes))
-    report: dict = {"machine": machine(), "results": results}
-    torch_runs = [r for r in results if r["backend"] == "torch"]
-    if torch_runs and len(results) > 1:
-        base = torch_runs[0]["stages_ms"]["encode"]["median"]
-        report["encoder_speedup_over_torch"] = {
-            f"{r['backend']}-{r['precision']}-{r['persons']}p": round(base / r["stages_ms"]["encode"]["median"], 3)
-            for r in results
-            if r["backend"] != "torch" and r["persons"] == torch_runs[0]["persons"]
-        }
+    report: dict = {"machine": machine(), "results": results, **compare(results)}
     text = json.dumps(report, indent=2)
     if args.json:
         Path(args.json).write_text(text)

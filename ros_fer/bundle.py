@@ -19,6 +19,7 @@ from .backends.tensorrt import import_tensorrt
 from .errors import ConfigError
 from .head import CACHE_KEYS, Head
 from .models import FerModel, load_model, save_model
+from .paths import replace
 from .text_bank import TextBank, build_text_bank
 
 BUNDLE_FORMAT = "ros_fer.bundle/1"
@@ -58,7 +59,7 @@ def write_manifest(out: Path, manifest: dict) -> None:
     """manifest.json, atomically: a folder is never left with half a manifest."""
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out / MANIFEST)
+    replace(tmp, out / MANIFEST)
 
 
 CACHE_FORMAT = "ros_fer.cache/1"
@@ -141,7 +142,7 @@ def write_cache(path: Path, keys: torch.Tensor, values: torch.Tensor, meta: dict
     tmp = path.with_name(path.name + ".tmp")
     tensors = {CACHE_KEYS[0]: keys.detach().float().contiguous().cpu(), CACHE_KEYS[1]: values.float().cpu()}
     save_file(tensors, str(tmp), metadata={"format": CACHE_FORMAT, "meta": json.dumps(meta)})
-    os.replace(tmp, path)
+    replace(tmp, path)
     return path
 
 

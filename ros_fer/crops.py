@@ -124,23 +124,47 @@ def letterbox_box(height: int, width: int) -> np.ndarray:
 # Host crops (OpenCV) and device crops (torchvision roi_align) share this convention and the boxes below.
 
 
-def crop_square(rgb: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """The square `box` (may reach outside the frame: zero-padded) resized to size x size. Each crop pixel
-    averages k x k bilinear samples spread over its cell, k = ceil(side / size): shrinking does not alias,
-    and the samples are exactly those `crop_tensor` (roi_align) takes on the device."""
+def pyramid_level(side: float, size: int) -> int:
+    """The level of the frame's image pyramid (level L: 2^L x 2^L means) a square of `side` pixels is cut
+    from: the deepest where it still spans at least `size` pixels, so the last step shrinks less than 2x."""
+    return max(0, int(math.floor(math.log2(max(side, 1e-3) / size))))
+
+
+class Pyramid:
+    """A frame's 2x2-mean pyramid, levels made as crops ask for them (one frame, many crops): level L+1 is
+    level L's 2x2 means (rounded as OpenCV's INTER_AREA rounds: (sum + 2) // 4), an odd last row or column
+    dropped. `crop_tensor` builds the same levels on the device."""
+
+    def __init__(self, rgb: np.ndarray):
+        self.levels = [np.ascontiguousarray(rgb)]  # a view (reversed channels) would be copied per crop
+
+    def __getitem__(self, level: int) -> np.ndarray:
+        while len(self.levels) <= level:
+            top = self.levels[-1]
+            h, w = top.shape[0] // 2, top.shape[1] // 2
+            if h == 0 or w == 0:
+                return top
+            self.levels.append(cv2.resize(top[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA))
+        return self.levels[level]
+
+
+def crop_square(rgb: np.ndarray | Pyramid, box: np.ndarray, size: int) -> np.ndarray:
+    """The square `box` (may reach outside the frame: zero-padded) resized to size x size: cut bilinearly
+    from the pyramid level where the box spans between 1 and 2 crop sizes (`pyramid_level`), so shrinking
+    averages every source pixel (no aliasing) at the cost of one small warp. Pass a `Pyramid` to share
+    its levels between the crops of a frame."""
+    pyramid = rgb if isinstance(rgb, Pyramid) else Pyramid(rgb)
     x1, y1, x2, _ = (float(v) for v in box[:4])
-    side = max(x2 - x1, 1e-3)
-    k = max(1, math.ceil(side / size - 1e-6))
-    # Sample v of the k*size grid lies at x1 + (v + 0.5) * side / (k * size), in continuous coordinates
-    # (pixel centre j + 0.5), i.e. at source pixel index x1 + (v + 0.5) * s - 0.5; OpenCV's map is the inverse.
-    s = side / (k * size)
+    level = pyramid_level(x2 - x1, size)
+    image, scale = pyramid[level], 2.0**level
+    x1, y1, side = x1 / scale, y1 / scale, max(x2 - x1, 1e-3) / scale
+    # Crop pixel u samples x1 + (u + 0.5) * s in continuous coordinates (pixel centre j + 0.5), i.e. source
+    # pixel index x1 + (u + 0.5) * s - 0.5; OpenCV's map is the inverse of that.
+    s = side / size
     m = np.array([[1 / s, 0, (0.5 - x1) / s - 0.5], [0, 1 / s, (0.5 - y1) / s - 0.5]], np.float32)
-    fine = cv2.warpAffine(
-        rgb, m, (k * size, k * size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
+    return cv2.warpAffine(
+        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
     )
-    if k == 1:
-        return fine
-    return cv2.resize(fine, (size, size), interpolation=cv2.INTER_AREA)  # exact k x k means
 
 
 def context_crop(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -190,25 +214,39 @@ class CropBatch:
 def crop_batch(rgb: np.ndarray, persons: list[Person], levels: tuple[str, ...], size: int) -> CropBatch:
     """Per person the crops of the requested levels, in level order, cut on the host (OpenCV)."""
     boxes, index = crop_boxes(persons, levels, *rgb.shape[:2])
-    images = [crop_square(rgb, box, size) for box in boxes]
+    pyramid = Pyramid(rgb)  # shared: the context and large body crops come from its first levels
+    images = [crop_square(pyramid, box, size) for box in boxes]
     return CropBatch(np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8), index)
 
 
 def crop_tensor(frame: torch.Tensor, boxes: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 [N, size, size, 3] crops of a frame tensor (uint8 [H, W, 3] RGB, on any device) by
-    `torchvision.ops.roi_align`: the device twin of `crop_square`, same boxes, same zero padding. Each crop
-    pixel averages ceil(side / size)^2 bilinear samples of its cell, so shrinking does not alias either.
-    Matches the host crops to a few grey levels (mean absolute difference; `test_crops` holds the figures)."""
+    """uint8 [N, size, size, 3] crops of a frame tensor (uint8 [H, W, 3] RGB, on any device): the device twin
+    of `crop_square`, same boxes, same pyramid levels (2x2 means, rounded alike), then
+    `torchvision.ops.roi_align` with one bilinear sample per crop pixel, zero padding outside the frame.
+    Matches the host crops to a fraction of a grey level (mean absolute difference; `test_crops`)."""
     from torchvision.ops import roi_align
 
     if len(boxes) == 0:
         return torch.zeros((0, size, size, 3), dtype=torch.uint8, device=frame.device)
-    # One pixel of zeros around the frame: roi_align clamps samples within a pixel of the border to the
-    # border pixel, OpenCV blends them with the black border; the padding makes both blend with black.
-    image = torch.nn.functional.pad(frame.permute(2, 0, 1).float(), (1, 1, 1, 1))[None]
-    rois = torch.zeros((len(boxes), 5), dtype=torch.float32)
-    rois[:, 1:] = torch.from_numpy(np.asarray(boxes, np.float32)[:, :4]) + 1.0
-    out = roi_align(image, rois.to(frame.device), (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    boxes = np.asarray(boxes, np.float32)
+    levels = [pyramid_level(float(b[2] - b[0]), size) for b in boxes]
+    out = torch.empty((len(boxes), 3, size, size), dtype=torch.float32, device=frame.device)
+    image = frame.permute(2, 0, 1).float()[None]
+    for level in range(max(levels) + 1):
+        if level:
+            h, w = image.shape[2] // 2, image.shape[3] // 2
+            if h and w:  # 2x2 means rounded as OpenCV's INTER_AREA: (sum + 2) // 4
+                image = torch.floor((torch.nn.functional.avg_pool2d(image, 2) * 4 + 2) / 4)
+        rows = [i for i, lv in enumerate(levels) if lv == level]
+        if not rows:
+            continue
+        # One pixel of zeros around the frame: roi_align clamps samples within a pixel of the border to the
+        # border pixel, OpenCV blends them with the black border; the padding makes both blend with black.
+        padded = torch.nn.functional.pad(image, (1, 1, 1, 1))
+        rois = torch.zeros((len(rows), 5), dtype=torch.float32)
+        rois[:, 1:] = torch.from_numpy(boxes[rows, :4] / 2.0**level) + 1.0
+        cut = roi_align(padded, rois.to(frame.device), (size, size), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+        out[torch.as_tensor(rows, device=frame.device)] = cut
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
@@ -252,3 +290,34 @@ def read_boxes_json(path: Path, error: type[Exception] = ConfigError) -> dict[st
                 )
         out[key.replace("\\", "/")] = {k: entry.get(k) for k in ("face", "body")}
     return out
+
+
+SAMPLE_FRAME = (640, 480)
+TILE = (40, 720, 820, 1180)  # y1, y2, x1, x2 in zidane.jpg: Ancelotti, a frontal face the Haar detector finds
+TILE_FACE = (102, 70, 250, 218)  # his face box inside the tile (x1, y1, x2, y2)
+
+
+def sample_frame(persons: int) -> tuple[np.ndarray, Detections]:
+    """A 640x480 BGR frame with `persons` real people (head-and-shoulders tiles of ultralytics' zidane.jpg),
+    and where they are: the known face and body boxes. What `ros-fer bench` times and the runtime probe
+    measures and checks parity on (`runtime.choose_runtime`)."""
+    import ultralytics
+
+    photo = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "zidane.jpg"))
+    person = photo[TILE[0] : TILE[1], TILE[2] : TILE[3]]
+    cols = int(np.ceil(np.sqrt(persons)))
+    rows = int(np.ceil(persons / cols))
+    cell_w, cell_h = SAMPLE_FRAME[0] // cols, SAMPLE_FRAME[1] // rows
+    frame = np.full((SAMPLE_FRAME[1], SAMPLE_FRAME[0], 3), 90, np.uint8)
+    scale = min(cell_w / person.shape[1], cell_h / person.shape[0])
+    tile = cv2.resize(person, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    faces, bodies = [], []
+    for i in range(persons):
+        r, c = divmod(i, cols)
+        y, x = r * cell_h + (cell_h - tile.shape[0]) // 2, c * cell_w + (cell_w - tile.shape[1]) // 2
+        frame[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+        bodies.append([x, y, x + tile.shape[1], y + tile.shape[0], 1.0])
+        f = np.asarray(TILE_FACE, np.float32) * scale
+        faces.append([x + f[0], y + f[1], x + f[2], y + f[3], 1.0])
+    known = Detections(np.asarray(faces, np.float32).reshape(-1, 5), np.asarray(bodies, np.float32).reshape(-1, 5))
+    return frame, known

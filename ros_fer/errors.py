@@ -10,7 +10,16 @@ class ConfigError(FerError, ValueError):
 
 
 class WeightsUnavailableError(FerError, RuntimeError):
-    """Pretrained weights could not be fetched or read."""
+    """Pretrained weights could not be fetched or read. `backbone` names the model whose weights are missing;
+    each front door adds how a local weight file is given there (`with_hint`), since only it knows its flags."""
+
+    def __init__(self, message: str, backbone: str = ""):
+        super().__init__(message)
+        self.backbone = backbone
+
+    def with_hint(self, hint: str) -> str:
+        """The message and a front door's suggestion, `{backbone}` filled in."""
+        return f"{self} {hint.format(backbone=self.backbone or 'NAME')}"
 
 
 class BankMismatchError(FerError, ValueError):

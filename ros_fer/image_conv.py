@@ -48,7 +48,7 @@ def _buffer(data) -> np.ndarray:
     return np.frombuffer(memoryview(data), np.uint8)
 
 
-def _check_size(w: int, h: int, max_pixels: int) -> None:
+def check_size(w: int, h: int, max_pixels: int) -> None:
     if h <= 0 or w <= 0:
         raise ImageError(f"zero-size image ({w}x{h})", "size")
     if w > MAX_SIDE or h > MAX_SIDE:
@@ -64,7 +64,7 @@ def check_image(msg, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     if encoding not in ENCODINGS:
         raise ImageError(f"unsupported encoding {msg.encoding!r}; supported: {', '.join(ENCODINGS)}", "encoding")
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    _check_size(w, h, max_pixels)
+    check_size(w, h, max_pixels)
     channels = ENCODINGS[encoding][0]
     if step < w * channels:
         raise ImageError(f"step {step} is shorter than width x channels = {w * channels}", "layout")
@@ -140,7 +140,7 @@ def check_compressed(msg, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     if size > MAX_COMPRESSED_BYTES:
         raise ImageError(f"compressed image of {size} bytes is larger than {MAX_COMPRESSED_BYTES}", "size")
     kind, w, h = compressed_size(msg.data)
-    _check_size(w, h, max_pixels)
+    check_size(w, h, max_pixels)
     tail = bytes(memoryview(_buffer(msg.data))[-64:])
     if END_MARKERS[kind] not in tail:
         raise ImageError(f"truncated {kind.upper()} of {size} bytes (no end-of-image marker)", "truncated")
@@ -175,10 +175,17 @@ def decode_jpeg_tensor(data, device: str = "cpu", w: int | None = None, h: int |
     from torchvision.io import ImageReadMode, decode_jpeg
 
     raw = torch.from_numpy(np.array(_buffer(data)))  # a copy: torchvision wants a writable tensor
+    cuda = str(device).startswith("cuda")
     try:
+        # nvjpeg decodes on torchvision's own stream, ordered with neither side of the caller's: wait for the
+        # caller's stream before, and for the decode after, so the pixels are whole where they are used.
+        if cuda:
+            torch.cuda.current_stream(device).synchronize()
         with warnings.catch_warnings():  # torchvision >= 0.29 points to TorchCodec on every call; not here
             warnings.simplefilter("ignore", DeprecationWarning)
             chw = decode_jpeg(raw, mode=ImageReadMode.RGB, device=device)
+        if cuda:
+            torch.cuda.synchronize(device)
     except RuntimeError as exc:
         raise ImageError(f"cannot decode JPEG: {str(exc).splitlines()[0]}", "decode") from exc
     if w is not None and tuple(chw.shape[1:]) != (h, w):

@@ -3,7 +3,9 @@ everything else is the ROS-free pipeline."""
 
 from __future__ import annotations
 
-import math
+import os
+import signal
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -12,17 +14,21 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
 from ros_fer_msgs.msg import EmotionArray, PersonEmotion
 
+from . import messages
 from .annotate import draw
-from .errors import FerError
+from .errors import FerError, WeightsUnavailableError
 from .image_conv import ImageError, bgr_to_fields, check_compressed, check_image, decode_image
-from .params import NODE, PARAMS, RUNTIME, load_params
+from .messages import Kit
+from .overrides import nearest
+from .params import DEFAULTS, NODE, PARAMS, RUNTIME, load_params, unknown_overrides
 from .pipeline import FrameResult, Pipeline
 from .tracking import PerTrack
 
@@ -32,6 +38,11 @@ except ImportError:
     Expression = None
 
 
+# How a local weight file is given to the node, where pretrained weights cannot be fetched.
+OFFLINE_HINT = (
+    "Here: -p backbone_checkpoint:=FILE (a local {backbone} weight file; the pretrained tag then steps aside; "
+    "in a params file: backbone_checkpoint: FILE), or -p backbone:=tiny-random (random weights, to try the plumbing)."
+)
 SKIP_REASONS = ("encoding", "size", "layout", "header", "truncated", "decode")  # ImageError.reason
 
 
@@ -61,36 +72,12 @@ class LatestFrame:
             return item
 
 
-def roi(box, width: int, height: int) -> RegionOfInterest:
-    if box is None:
-        return RegionOfInterest()
-    x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
-    x2, y2 = min(width, int(math.ceil(box[2]))), min(height, int(math.ceil(box[3])))
-    return RegionOfInterest(x_offset=x1, y_offset=y1, width=max(0, x2 - x1), height=max(0, y2 - y1))
+# The message conversion shared with `ros-fer infer --out-bag` (messages.to_msg), with rclpy's classes.
+KIT = Kit(EmotionArray, PersonEmotion, RegionOfInterest, list)
 
 
 def to_msg(result: FrameResult, header, latency: float) -> EmotionArray:
-    out = EmotionArray(header=header, latency=float(latency))
-    for p in result.persons:
-        out.persons.append(
-            PersonEmotion(
-                track_id=p.track_id,
-                label=p.label,
-                confidence=float(p.confidence),
-                labels=list(result.labels),
-                scores=[float(s) for s in p.scores],
-                face=roi(p.face_box, result.width, result.height),
-                face_detected=p.face_detected,
-                face_source=p.face_source,
-                body=roi(p.body_box, result.width, result.height),
-                body_detected=p.body_detected,
-                valence=float(p.valence),
-                arousal=float(p.arousal),
-                notes=p.notes,
-                keypoints=[] if p.keypoints is None else [float(v) for v in p.keypoints.reshape(-1)],
-            )
-        )
-    return out
+    return messages.to_msg(result, header, latency, KIT)
 
 
 class FerNode(LifecycleNode):
@@ -108,6 +95,11 @@ class FerNode(LifecycleNode):
             desc = ParameterDescriptor(description=text, dynamic_typing=True)
             values[p.name] = self.declare_parameter(p.name, p.default, desc).value
         self.params = load_params(None, values)
+        for name in unknown_overrides(self._parameter_overrides, self.has_parameter):  # -p smoothin:=0.5
+            self.get_logger().warning(
+                f"unknown parameter {name!r} ignored{nearest(name, DEFAULTS)}; fer_node's parameters: "
+                + ", ".join(sorted(DEFAULTS))
+            )
         self.pipeline: Pipeline | None = None
         self.configure_error = ""
         self.subscription = self.worker = self.timer = None
@@ -126,8 +118,8 @@ class FerNode(LifecycleNode):
         try:
             self.pipeline = Pipeline.from_params(self.params)
         except FerError as exc:
-            self.configure_error = str(exc)
-            self.get_logger().error(f"configure failed: {exc}")
+            self.configure_error = exc.with_hint(OFFLINE_HINT) if isinstance(exc, WeightsUnavailableError) else str(exc)
+            self.get_logger().error(f"configure failed: {self.configure_error}")
             return TransitionCallbackReturn.FAILURE
         self.label_set = self.pipeline.runtime.labels
         self.get_logger().info(
@@ -135,6 +127,8 @@ class FerNode(LifecycleNode):
             f"{self.pipeline.runtime.backend.precision} on {self.pipeline.runtime.backend.device}; "
             f"detector {self.pipeline.detector.name}"
         )
+        for line in self.pipeline.notes:
+            self.get_logger().info(line)
         for line in self.pipeline.warnings:
             self.get_logger().warning(line)
         if note := self.label_set.rep155_note():
@@ -331,21 +325,43 @@ class FerNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    """Run fer_node until SIGINT or SIGTERM (Ctrl-C, launch, systemd), then stop it through its lifecycle
+    (shutdown: the worker finishes its frame, publishers and the model are released, state `finalized`) and
+    exit 0. rclpy's own handlers would shut the context down under the node first, so these signals are ours."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     node = FerNode()
-    if node.params["autostart"]:
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            print(f"fer_node: error: {node.configure_error}", flush=True)
-            node.destroy_node()
-            rclpy.try_shutdown()
-            return 1
-        node.trigger_activate()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        if node.params["autostart"]:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                print(f"fer_node: error: {node.configure_error}", flush=True)
+                return 1
+            node.trigger_activate()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+        if rclpy.ok():
+            node.trigger_shutdown()  # -> finalized; on_shutdown releases everything
+            node.get_logger().info(f"stopped by {'a signal' if stop.is_set() else 'shutdown'}: finalized")
+    except ExternalShutdownException:
         pass
     finally:
         node.close()
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def entry() -> None:
+    """The `fer_node` command: main(), then the process ends at once. Python's own teardown of torch, OpenCV
+    and open_clip modules adds 1.3 s to every stop (measured on machine A) after the node has already
+    released everything, which would make a launch or systemd stop wait for nothing."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

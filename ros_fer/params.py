@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .overrides import key_paths, nearest
 from .yaml_loader import load_yaml
 
 NODE = "fer_node"
@@ -25,8 +26,13 @@ PARAMS: tuple[Param, ...] = (
         "model", "zeroshot", "a method config name (config/models/), an exported model folder, or a trained checkpoint"
     ),
     Param("backbone", "ViT-B-32", "open_clip backbone when `model` is a config name"),
-    Param("pretrained", "openai", "open_clip pretrained tag (fetched once by open_clip, then cached); '' = none"),
-    Param("backbone_checkpoint", "", "a local open_clip weight file instead of `pretrained`"),
+    Param(
+        "pretrained",
+        "openai",
+        "open_clip pretrained tag (fetched once by open_clip, then cached); '' = random weights; ignored when "
+        "backbone_checkpoint is set, and the default tag by a backbone without pretrained weights (tiny-random)",
+    ),
+    Param("backbone_checkpoint", "", "a local open_clip weight file (offline robots); `pretrained` then steps aside"),
     Param("text_bank", "", "a precomputed text bank; '' = the exported folder's, or computed once at start and cached"),
     Param(
         "labels",
@@ -35,14 +41,21 @@ PARAMS: tuple[Param, ...] = (
         "states under config/states/ (robot) or a path to one (YAML)",
     ),
     Param("levels", ["face", "body", "context"], "crop levels when `model` is a config name"),
-    Param("backend", "torch", "image encoder backend", ("torch", "onnxruntime", "tensorrt")),
+    Param(
+        "backend",
+        "auto",
+        "image encoder backend; auto: measured once per machine and model (torch fp32, torch bf16 weights where the "
+        "CPU has native bf16, onnxruntime int8; CUDA: torch fp16), the fastest within its accuracy floor, cached",
+        ("auto", "torch", "onnxruntime", "tensorrt"),
+    ),
     Param("device", "auto", "cpu, cuda, cuda:N or auto (cuda when available)"),
     Param(
         "precision",
         "auto",
-        "fp32, fp16, int8 (onnxruntime: 7-bit weights checked against fp32 at load, fastest on CPU), auto (CUDA "
-        "fp16; CPU: onnxruntime int8, falling back to fp32 with a warning where it fails that check; torch fp32)",
-        ("auto", "fp32", "fp16", "int8"),
+        "fp32, fp16, bf16 (torch weights), int8 (onnxruntime: 7-bit weights checked against fp32 at load), auto "
+        "(backend auto: the probe's choice; CUDA fp16; CPU onnxruntime: int8, falling back to fp32 with a warning "
+        "where it fails that check; CPU torch: fp32)",
+        ("auto", "fp32", "fp16", "bf16", "int8"),
     ),
     Param(
         "cuda_graphs",
@@ -71,6 +84,12 @@ PARAMS: tuple[Param, ...] = (
         "how YOLO runs on the CPU: torch, onnx (ultralytics' ONNX export on onnxruntime, cached) or auto "
         "(the faster one as measured); CUDA always runs torch",
         ("auto", "torch", "onnx"),
+    ),
+    Param(
+        "detector_imgsz",
+        640,
+        "YOLO's input size (a multiple of 32): 320-480 detects 2-3.5x faster on the CPU and sees people at 1-3 m, "
+        "but misses small, far people; boxes and keypoints come back in frame coordinates at every size",
     ),
     Param("keypoint_score", 0.5, "a pose keypoint counts for the face box when its score is at least this"),
     Param("detector_confidence", 0.4, "minimum detection score"),
@@ -125,9 +144,12 @@ def load_params(path: str | Path | None = None, overrides: dict | None = None) -
         section = data.get(NODE, data.get("/**", {})).get("ros__parameters", {})
         values.update(section)
     values.update(overrides or {})
-    unknown = sorted(set(values) - set(DEFAULTS))
+    # `--set backbone.checkpoint=X` parses as a nested key: the parameters are flat, so name it as typed
+    dotted = [f"{k}.{path}" for k, v in values.items() if isinstance(v, dict) for path in key_paths(v)]
+    unknown = sorted(set(values) - set(DEFAULTS)) + dotted[:1]
     if unknown:
-        raise ConfigError(f"unknown parameter(s) {unknown}; known: {sorted(DEFAULTS)}")
+        named = "; ".join(f"{name!r}{nearest(name, DEFAULTS)}" for name in unknown)
+        raise ConfigError(f"unknown parameter(s): {named}; known: {', '.join(sorted(DEFAULTS))}")
     for p in PARAMS:
         if values[p.name] is None and isinstance(p.default, str):
             values[p.name] = ""  # `key=` on the command line, `key:` in YAML
@@ -138,3 +160,9 @@ def load_params(path: str | Path | None = None, overrides: dict | None = None) -
         if type(values[p.name]) is not type(p.default):
             raise ConfigError(f"parameter {p.name} must be a {type(p.default).__name__}, got {values[p.name]!r}")
     return values
+
+
+def unknown_overrides(given, declared) -> list[str]:
+    """Names given to the node (`-p name:=value`, a params file) that it does not declare: ROS ignores them
+    silently, so the node names them. `declared(name)`: the node's own check (use_sim_time and the like)."""
+    return sorted(n for n in given if n not in DEFAULTS and not declared(n) and not n.startswith("qos_overrides."))

@@ -12,6 +12,27 @@ from .errors import ConfigError
 ENV_CONFIG_DIR = "ROS_FER_CONFIG_DIR"
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (a brief os.umask elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def replace(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Move a finished temporary file into place (atomically), readable as any new file would be under the
+    umask: safetensors writes 0600, which would keep a node running as another user from a model."""
+    os.chmod(tmp, 0o666 & ~umask())
+    os.replace(tmp, path)
+
+
 def cache_dir() -> Path:
     """Where ros_fer caches what it computes or fetches once (text banks, ONNX graphs, engines, YOLO weights)."""
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ros_fer"

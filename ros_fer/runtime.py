@@ -9,9 +9,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import open_clip
 import torch
 
+from .backbone import register_local_backbones
 from .backends import (
+    INT8_MIN_COSINE,
     Int8ParityError,
     OnnxRuntimeBackend,
     TensorRTBackend,
@@ -22,11 +26,13 @@ from .backends import (
 )
 from .backends.tensorrt import import_tensorrt
 from .bundle import MANIFEST, load_bundle
-from .errors import ConfigError
+from .errors import ConfigError, FerError
 from .head import Head
 from .labels import LabelSet, load_label_set
+from .measured import cached_choice, timed_ms
 from .models import FerModel, create_model, load_model
 from .models.factory import read_checkpoint_meta
+from .params import DEFAULTS
 from .paths import cache_dir
 from .text_bank import TextBank, build_text_bank
 
@@ -75,6 +81,7 @@ class Runtime:
     image_size: int
     description: str
     warnings: list[str] = field(default_factory=list)  # said once at start by the front doors
+    choice: dict | None = None  # backend: auto, what the probe measured and chose (`choose_runtime`)
 
 
 def _label_set(manifest: dict) -> LabelSet:
@@ -99,17 +106,27 @@ def model_from_params(params: dict, device: str) -> FerModel:
     """The torch model `params["model"]` names: a trained checkpoint, or a method config with the params'
     backbone, labels and levels."""
     model = params["model"]
+    local = params["backbone_checkpoint"] or None
     if Path(model).is_file():
         if read_checkpoint_meta(model) is None:
             raise ConfigError(f"model {model} is neither a ros_fer checkpoint nor an exported folder")
-        return load_model(model, device=device).eval()
-    backbone = {
-        "name": params["backbone"],
-        "pretrained": params["pretrained"] or None,
-        "checkpoint": params["backbone_checkpoint"] or None,
-    }
+        weights = {"backbone": {"pretrained": None, "checkpoint": local}} if local else None  # offline: a local file
+        return load_model(model, device=device, overrides=weights).eval()
+    backbone = {"name": params["backbone"], "pretrained": pretrained_tag(params), "checkpoint": local}
     overrides = {"backbone": backbone, "labels": params["labels"], "levels": list(params["levels"])}
     return create_model(model, overrides, device=device).eval()
+
+
+def pretrained_tag(params: dict) -> str | None:
+    """The params' pretrained tag, or None where it steps aside: a local `backbone_checkpoint` replaces it,
+    and the default tag means nothing to a backbone open_clip has no pretrained weights for (tiny-random)."""
+    if params["backbone_checkpoint"] or not params["pretrained"]:
+        return None
+    if params["pretrained"] == DEFAULTS["pretrained"]:
+        register_local_backbones()
+        if not open_clip.list_pretrained_tags_by_model(params["backbone"]):
+            return None
+    return params["pretrained"]
 
 
 def _bank(params: dict, model: FerModel) -> TextBank:
@@ -123,11 +140,131 @@ def _bank(params: dict, model: FerModel) -> TextBank:
     return bank
 
 
+# backend: auto. The candidates that can run here, each timed on the model actually loaded and checked against
+# torch fp32 on the same crops (minimum per-crop cosine); the fastest one above its floor wins. Measured once
+# per machine, model and package versions, then read from the cache.
+COSINE_FLOORS = {"fp32": 0.9999, "fp16": 0.999, "bf16": 0.999, "int8": INT8_MIN_COSINE}
+PROBE_PERSONS = (1, 4)  # the frames timed: one person (3 crops) and four (9 crops)
+
+
+def native_bf16(isa) -> bool:
+    """Whether the CPU computes bf16 natively (AMX or AVX512-BF16): elsewhere bf16 weights are emulated."""
+    return "amx_bf16" in isa or "avx512_bf16" in isa
+
+
+def runtime_candidates(device: str, isa, precision: str = "auto", graphs_of=("fp32", "fp16", "int8")):
+    """(backend, precision) pairs `backend: auto` considers here, torch fp32 (the reference) first on the CPU.
+    CUDA: torch fp16 (with CUDA graphs where on); TensorRT only when asked for by name. CPU: torch fp32,
+    torch bf16 where the CPU has native bf16, onnxruntime int8 where the model has (or can export) that graph.
+    An explicit precision keeps only its own candidates."""
+    if device.startswith("cuda"):
+        return [("torch", "fp16" if precision == "auto" else precision)]
+    pairs = [("torch", "fp32")] + ([("torch", "bf16")] if native_bf16(isa) else [])
+    pairs += [("onnxruntime", "int8")] if "int8" in graphs_of else []
+    if precision != "auto":
+        pairs = [pair for pair in pairs if pair[1] == precision] or [("torch", precision)]
+    return pairs
+
+
+def pick(figures: list[dict]) -> dict:
+    """The fastest measured candidate at or above its cosine floor (a rejected one never wins)."""
+    fit = [f for f in figures if f.get("ms") is not None and f["min_cosine"] >= COSINE_FLOORS[f["precision"]]]
+    if not fit:
+        raise ConfigError(f"backend auto: no candidate passed its accuracy floor here: {figures}")
+    return min(fit, key=lambda f: f["ms"])
+
+
+def _cosines(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> float:
+    rows = [
+        torch.nn.functional.cosine_similarity(got[k].float().flatten(1), ref[k].float().flatten(1), dim=1) for k in ref
+    ]
+    return float(torch.cat(rows).min())
+
+
+def probe_frames(levels, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(crops, index) of the sample frame (real people) at each PROBE_PERSONS count."""
+    from .crops import associate, crop_batch, sample_frame
+
+    out = []
+    for persons in PROBE_PERSONS:
+        bgr, known = sample_frame(persons)
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        batch = crop_batch(rgb, associate(known, *rgb.shape[:2], persons), tuple(levels), size)
+        out.append((batch.images, batch.index))
+    return out
+
+
+def probe_runtimes(make, pairs, levels, size: int) -> tuple[dict, dict]:
+    """Each candidate built, compared with the first (torch fp32) on the sample frame's crops (minimum
+    per-crop cosine) and timed there; (the choice, the backends built)."""
+    from .machine import describe_cpu
+
+    frames = probe_frames(levels, size)
+    figures, built, reference = [], {}, None
+    for kind, prec in pairs:
+        row = {"backend": kind, "precision": prec, "ms": None, "min_cosine": None}
+        try:
+            backend = make(kind, prec)
+        except FerError as exc:  # int8 failing its export parity, a graph the folder lacks: not a candidate
+            figures.append({**row, "rejected": str(exc)})
+            continue
+        outs = [backend.encode(crops, index) for crops, index in frames]
+        reference = reference or outs  # torch fp32 comes first
+        row["min_cosine"] = round(min(_cosines(o, r) for o, r in zip(outs, reference, strict=True)), 6)
+        per_frame = [round(timed_ms(lambda c=c, i=i, b=backend: b.encode(c, i)), 2) for c, i in frames]
+        row["ms"] = round(sum(per_frame), 2)
+        row["ms_per_frame"] = dict(zip(map(str, PROBE_PERSONS), per_frame, strict=True))
+        if row["min_cosine"] < COSINE_FLOORS[prec]:
+            row["rejected"] = f"min cosine {row['min_cosine']} < {COSINE_FLOORS[prec]}"
+        built[(kind, prec)] = backend
+        figures.append(row)
+    best = pick(figures)
+    choice = {"backend": best["backend"], "precision": best["precision"], "probed": True}
+    return {**choice, "machine": describe_cpu(), "persons": list(PROBE_PERSONS), "figures": figures}, built
+
+
+def choose_runtime(make, identity: dict, device: str, precision: str, graphs_of, levels, size: int):
+    """`backend: auto`: (the chosen backend, what was measured). One candidate: taken as it is. Else the cached
+    choice for this machine, model and versions, or a probe (a few seconds, once): each candidate timed on
+    the sample frame's crops and compared with torch fp32, the fastest above its floor taken."""
+    from .machine import cpu_info
+
+    pairs = runtime_candidates(device, cpu_info()["isa"], precision, graphs_of)
+    if len(pairs) == 1:
+        return make(*pairs[0]), {"backend": pairs[0][0], "precision": pairs[0][1], "probed": False, "figures": []}
+    built: dict = {}
+
+    def measure() -> dict:
+        choice, made = probe_runtimes(make, pairs, levels, size)
+        built.update(made)
+        return choice
+
+    what = {"model": identity, "device": device, "candidates": pairs}
+    choice = cached_choice("runtime", what, measure)
+    pair = (choice["backend"], choice["precision"])
+    return built.get(pair) or make(*pair), choice
+
+
+def describe_choice(choice: dict | None) -> str:
+    """One line for the logs and `ros-fer infer`: what `backend: auto` chose and from what figures."""
+    if not choice:
+        return ""
+    chosen = f"{choice['backend']} {choice['precision']}"
+    if not choice.get("probed"):
+        return f"backend auto: {chosen} (the one candidate here)"
+    rows = ", ".join(
+        f"{f['backend']} {f['precision']} "
+        + (f"{f['ms']:.0f} ms, cosine {f['min_cosine']:.4f}" if f.get("ms") is not None else "not built")
+        + (" (rejected)" if f.get("rejected") else "")
+        for f in choice["figures"]
+    )
+    when = f"measured at the first start, cached in {choice['cached']}" if choice.get("cached") else "measured now"
+    return f"backend auto: {chosen} on {choice['machine']}; {when}: {rows}"
+
+
 def build_runtime(params: dict) -> Runtime:
     device = resolve_device(params["device"])
-    kind = params["backend"]
-    auto = params["precision"] == "auto"
-    precision = resolve_precision(params["precision"], device, kind)
+    kind, asked = params["backend"], params["precision"]
     graphs = graphs_on(params, device)
     warnings: list[str] = []
     if kind == "tensorrt":
@@ -135,38 +272,42 @@ def build_runtime(params: dict) -> Runtime:
     target = Path(params["model"])
     if (target / MANIFEST).is_file():
         bundle = load_bundle(target, bank=params["text_bank"] or None)
-        if auto and precision == "int8" and "int8" not in bundle.manifest["onnx"]:
-            precision = "fp32"  # auto takes the best graph the folder has
-        backend = _parity_fallback(
-            lambda p: bundle.backend(kind, device, p, cuda_graphs=graphs), precision, auto, warnings
-        )
+        graphs_of = tuple(bundle.manifest["onnx"])
+
+        def make(k: str, p: str):
+            return bundle.backend(k, device, p, cuda_graphs=graphs)
+
         identity = bundle.manifest["identity"]
-        return Runtime(
-            backend,
-            bundle.head,
-            bundle.text(backend.device),
-            _label_set(bundle.manifest),
-            bundle.levels,
-            bundle.image_size,
-            f"{identity['method']} bundle {target}",
-            warnings,
-        )
-    model = model_from_params(params, device if kind == "torch" else "cpu")
-    bank = _bank(params, model)
-    if kind == "torch":
-        backend = TorchBackend(model, device, precision, graphs)
-    elif kind == "onnxruntime":
-        backend = _parity_fallback(
-            lambda p: OnnxRuntimeBackend(_cached_onnx(model, p), device), precision, auto, warnings
-        )
+        parts = (bundle.head, bundle.text(), _label_set(bundle.manifest), bundle.levels, bundle.image_size)
+        desc = f"{identity['method']} bundle {target}"
     else:
-        reference = lambda: TorchBackend(model.to(device), device, "fp32").encode  # noqa: E731
-        onnx = _cached_onnx(model, "fp32")  # TensorRT lowers precision itself
-        backend = TensorRTBackend(onnx, cache_dir() / "engines", precision, reference=reference, device=device)
-    text = {k: v.to(backend.device) for k, v in bank.tensors.items()}
-    ident = model.identity()
-    desc = f"{ident['method']} on {ident['backbone']} ({ident['weights']})"
-    return Runtime(backend, model.head(), text, model.labels, model.levels, model.backbone.image_size, desc, warnings)
+        model = model_from_params(params, device if kind in ("torch", "auto") else "cpu")
+        bank = _bank(params, model)
+        graphs_of = ("fp32", "fp16", "int8")  # exported on demand, cached
+
+        def make(k: str, p: str):
+            if k == "torch":
+                return TorchBackend(model, device, p, graphs)
+            if k == "onnxruntime":
+                return OnnxRuntimeBackend(_cached_onnx(model, p), device)
+            reference = lambda: TorchBackend(model.to(device), device, "fp32").encode  # noqa: E731
+            onnx = _cached_onnx(model, "fp32")  # TensorRT lowers precision itself
+            return TensorRTBackend(onnx, cache_dir() / "engines", p, reference=reference, device=device)
+
+        identity = model.identity()
+        parts = (model.head(), bank.tensors, model.labels, model.levels, model.backbone.image_size)
+        desc = f"{identity['method']} on {identity['backbone']} ({identity['weights']})"
+    choice = None
+    if kind == "auto":
+        backend, choice = choose_runtime(make, identity, device, asked, graphs_of, parts[3], parts[4])
+    else:
+        precision = resolve_precision(asked, device, kind)
+        if asked == "auto" and precision == "int8" and "int8" not in graphs_of:
+            precision = "fp32"  # auto takes the best graph the folder has
+        backend = _parity_fallback(lambda p: make(kind, p), precision, asked == "auto", warnings)
+    head, text, labels, levels, size = parts
+    text = {k: v.to(backend.device) for k, v in text.items()}
+    return Runtime(backend, head, text, labels, levels, size, desc, warnings, choice)
 
 
 def _cached_onnx(model: FerModel, precision: str) -> Path:

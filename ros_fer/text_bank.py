@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from . import __version__
 from .errors import BankMismatchError
 from .models.base import FerModel
+from .paths import replace
 
 BANK_FORMAT = "ros_fer.text_bank/1"
 # Identity fields a bank must share with its model, with the words the error uses for each.
@@ -45,7 +46,7 @@ class TextBank:
         tmp = path.with_name(path.name + ".tmp")
         tensors = {k: v.detach().float().contiguous().cpu() for k, v in self.tensors.items()}
         save_file(tensors, str(tmp), metadata={"format": BANK_FORMAT, "meta": json.dumps(self.meta)})
-        os.replace(tmp, path)
+        replace(tmp, path)
         return path
 
     @classmethod

@@ -5,7 +5,6 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export FASTDDS_DEFAULT_PROFILES_FILE="$ROOT/config/dds/fastdds_loopback.xml"
-export FASTRTPS_DEFAULT_PROFILES_FILE="$FASTDDS_DEFAULT_PROFILES_FILE"
 export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( $$ % 200 + 20 ))}
 exec unshare --net -- bash -c 'ip link set lo up && exec "$@"' loopback "$@"

@@ -288,7 +288,7 @@ def test_cuda_graphs_parameter_reaches_the_backend(tmp_path, monkeypatch):
     from ros_fer.runtime import build_runtime
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    params = load_params(None, {"backbone": "tiny-random", "pretrained": "", "device": "cpu"})
+    params = load_params(None, {"backbone": "tiny-random", "pretrained": "", "device": "cpu", "backend": "torch"})
     assert params["cuda_graphs"] == "auto" and build_runtime(params).backend.cuda_graphs is False  # off on the CPU
     with pytest.raises(ConfigError, match="CUDA graphs need a CUDA device"):
         build_runtime({**params, "cuda_graphs": "on"})

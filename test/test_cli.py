@@ -187,7 +187,7 @@ def test_text_bank_cache_is_reused_at_the_second_start(tmp_path, monkeypatch):
     from ros_fer.params import load_params
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    params = load_params(None, {"backbone": "tiny-random", "pretrained": ""})
+    params = load_params(None, {"backbone": "tiny-random", "pretrained": "", "backend": "torch"})
     first = runtime_module.build_runtime(params)
     banks = list((tmp_path / "cache" / "ros_fer" / "text_banks").glob("*.safetensors"))
     assert len(banks) == 1

@@ -115,7 +115,7 @@ def test_pipeline_with_device_crops_scores_like_host_crops(tmp_path, monkeypatch
     from ros_fer.runtime import build_runtime
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    runtime = build_runtime(load_params(None, {"backbone": "tiny-random", "pretrained": ""}))
+    runtime = build_runtime(load_params(None, {"backbone": "tiny-random", "pretrained": "", "backend": "torch"}))
     frame = photo("zidane.jpg")
     results = {}
     for device_crops in (False, True):

@@ -138,7 +138,7 @@ def runtime(tmp_path_factory):
     old = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
     try:
-        yield build_runtime(load_params(None, {"backbone": "tiny-random", "pretrained": ""}))
+        yield build_runtime(load_params(None, {"backbone": "tiny-random", "pretrained": "", "backend": "torch"}))
     finally:
         if old is None:
             os.environ.pop("XDG_CACHE_HOME")
@@ -292,3 +292,34 @@ def test_the_cuda_pipeline_keeps_the_frame_on_the_gpu(tmp_path):
         np.testing.assert_allclose(a.raw_scores, b.raw_scores, atol=0.03)
     streamed = list(pipeline.stream([data] * 3))
     assert len(streamed) == 3 and all(len(r.persons) == len(want) for r in streamed)
+
+
+def test_capture_takes_only_device_tensors_and_a_failed_capture_runs_eagerly():
+    """Host tensors never reach the capture branch (a graph of them would replay stale output): with
+    `capture` on and CPU inputs, each call runs the function on the fixed buffers and returns its values."""
+    from ros_fer.backends.graphs import ShapeGraphs
+
+    runner = ShapeGraphs(lambda x: (x * 2 + 1,), capture=True)
+    for value in (1.0, 5.0):
+        (out,) = runner(torch.full((2, 3), value))
+        assert torch.equal(out, torch.full((2, 3), value * 2 + 1))
+    (entry,) = runner.entries.values()
+    assert entry[1] is None and runner.failed == []  # eager, and nothing was attempted
+
+
+def test_a_loaded_frame_waits_for_its_upload_before_coming_to_the_host():
+    from ros_fer.pipeline import LoadedFrame
+
+    order = []
+
+    class Ready:  # the upload stream's event: host() must wait on it before reading the tensor
+        def synchronize(self):
+            order.append("waited")
+
+    class Tensor:
+        def cpu(self):
+            order.append("read")
+            return torch.zeros((2, 2, 3), dtype=torch.uint8)
+
+    frame = LoadedFrame(None, Tensor(), Ready(), 0.0)
+    assert frame.host().shape == (2, 2, 3) and order == ["waited", "read"]

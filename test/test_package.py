@@ -79,3 +79,34 @@ def test_the_environment_is_exactly_the_lock():
             if spec:
                 name = spec.split("[")[0].split("=")[0].split("<")[0].split(">")[0].strip().lower().replace("_", "-")
                 assert name in pins, f"requirements/{req}: {name} is missing from lock.txt; run `bash scripts/lock.sh`"
+
+
+def test_the_robot_requirements_bring_no_second_rclpy_and_only_tested_versions():
+    """requirements/robot.txt (pip beside an apt-installed ROS): no ROS wheel, every package in the lock, and
+    every exact pin the lock's version; the ROS packages the node and launch file import are in package.xml."""
+    from packaging.requirements import Requirement
+
+    pins = lock_pins()
+    lines = [ln.split("#", 1)[0].strip() for ln in (ROOT / "requirements" / "robot.txt").read_text().splitlines()]
+    for line in filter(None, lines):
+        req = Requirement(line)
+        name = req.name.lower().replace("_", "-")
+        assert not name.startswith("ros-") and name not in ("rclpy", "colcon-common-extensions"), line
+        assert name in pins, line
+        assert req.specifier.contains(pins[name]), (line, pins[name])
+    depends = {e.text for e in ET.parse(ROOT / "package.xml").getroot().iter("exec_depend")}
+    import ast
+
+    imported = set()
+    for path in (ROOT / "ros_fer" / "node.py", ROOT / "launch" / "fer.launch.py"):
+        tree = ast.parse(path.read_text())
+        optional = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try) for n in ast.walk(t)}  # hri_msgs
+        for node in ast.walk(tree):
+            if id(node) in optional:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+    ros = {m for m in imported if m.endswith("_msgs") or m in ("rclpy", "launch", "launch_ros", "rcl_interfaces")}
+    assert ros and ros <= depends, ros - depends

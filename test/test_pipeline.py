@@ -19,7 +19,7 @@ ANCELOTTI = np.array([[922, 110, 1070, 258]], np.float32)
 
 
 def tiny_params(tmp_path, **over):
-    return load_params(None, {"backbone": "tiny-random", "pretrained": "", **over})
+    return load_params(None, {"backbone": "tiny-random", "pretrained": "", "backend": "torch", **over})
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +105,7 @@ def test_empty_and_bad_frames(tmp_path):
 
 def test_offline_start_names_the_missing_weights(tmp_path):
     params = load_params(None, {"backbone": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"})
-    with pytest.raises(WeightsUnavailableError, match="--checkpoint FILE"):
+    with pytest.raises(WeightsUnavailableError, match="give a local weight file instead of the pretrained tag"):
         Pipeline.from_params(params)
 
 

@@ -114,7 +114,7 @@ def test_tiny_mlper_learns_far_above_chance(trained, tmp_path):
     # best.safetensors is the epoch with the highest validation accuracy (the first, on ties) ...
     with open(run / "val.csv") as fh:
         val = [float(r["val_acc"]) for r in csv.DictReader(fh)]
-    assert len(val) == 10 and result["best_acc"] == max(val) and result["best_epoch"] == val.index(max(val))
+    assert len(val) == 10 and result["best_acc"] == max(val) and result["best_epoch"] == val.index(max(val)) + 1
     best_val = evaluate(str(run / "best.safetensors"), cfg, tmp_path / "eval_val", split="val")
     assert best_val["all"]["accuracy"] == pytest.approx(max(val))  # ... and scores that on the val split again
     # TensorBoard holds the same scalars as the CSV log
@@ -516,7 +516,7 @@ def test_full_train_split_trains_on_train_and_validation_images(synthetic, tmp_p
     full = Trainer(cfg, tmp_path / "f", log=lambda *_: None)
     assert len(full.train_split.samples) == n_train + n_val and full.val_split.samples == []
     result = full.fit()
-    assert result["full_train_split"] and result["best_epoch"] == 0 and result["best_acc"] == -1.0
+    assert result["full_train_split"] and result["best_epoch"] == 1 and result["best_acc"] == -1.0
     assert not (tmp_path / "f" / "val.csv").exists()
     best, last = weights(tmp_path / "f" / "best.safetensors"), weights(tmp_path / "f" / "last.safetensors")
     assert all(torch.equal(best[k], last[k]) for k in best)

@@ -5,7 +5,6 @@ the JSON goes last and names the step the other files hold, so a half-written ch
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -14,6 +13,7 @@ from safetensors.torch import save_file
 
 from ros_fer.errors import CheckpointError
 from ros_fer.models import FerModel, save_model
+from ros_fer.paths import replace
 
 
 def _flatten(obj, tensors: dict[str, torch.Tensor], prefix: str = "t"):
@@ -50,10 +50,10 @@ def save_training_state(out: Path, name: str, model: FerModel, optimizer, schedu
     }
     tmp = out / f"{name}.state.safetensors.tmp"
     save_file(tensors, str(tmp), metadata={"global_step": str(state["global_step"])})
-    os.replace(tmp, out / f"{name}.state.safetensors")
+    replace(tmp, out / f"{name}.state.safetensors")
     tmp = out / f"{name}.state.json.tmp"
     tmp.write_text(json.dumps({**skeleton, "state": state}))
-    os.replace(tmp, out / f"{name}.state.json")
+    replace(tmp, out / f"{name}.state.json")
 
 
 def load_training_state(out: Path, name: str, model: FerModel, optimizer, scheduler) -> dict:

@@ -180,11 +180,11 @@ class Trainer:
             )
         self.optimizer = make_optimizer(params, t)
         self.scheduler = make_scheduler(self.optimizer, t)
-        self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_acc": -1.0, "best_epoch": -1}
+        self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_acc": -1.0, "best_epoch": 0}
         if resume and (self.out / "last.state.json").is_file():
             self.state = load_training_state(self.out, "last", self.model, self.optimizer, self.scheduler)
             if self.rank == 0:
-                self.log(f"resumed from step {self.state['global_step']} (epoch {self.state['epoch']})")
+                self.log(f"resumed from step {self.state['global_step']} (in epoch {self.state['epoch'] + 1})")
         self.net = self.model
         if self.world > 1:
             self.net = DistributedDataParallel(
@@ -283,7 +283,7 @@ class Trainer:
                 images += len(y) * self.world
                 row = {
                     "global_step": self.state["global_step"],
-                    "epoch": epoch,
+                    "epoch": epoch + 1,  # counted from 1, as people count, everywhere a user reads it
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "loss": float(out.loss.detach()),
                 }
@@ -302,16 +302,16 @@ class Trainer:
             self.scheduler.step()
             if self.full_train_split:  # nothing held out to choose by: the last epoch is the model
                 if self.rank == 0:
-                    self.state["best_epoch"] = epoch
+                    self.state["best_epoch"] = epoch + 1
                     save_training_state(self.out, "best", self.model, self.optimizer, self.scheduler, self.state)
                 self._save("last")
                 continue
             acc = self.validate() if self.rank == 0 else 0.0
             if self.rank == 0:
-                self._log_row({"global_step": self.state["global_step"], "epoch": epoch, "val_acc": acc}, "val.csv")
+                self._log_row({"global_step": self.state["global_step"], "epoch": epoch + 1, "val_acc": acc}, "val.csv")
                 self.log(f"epoch {epoch + 1}/{epochs}: val accuracy {acc:.4f}")
             if acc > self.state["best_acc"] and self.rank == 0:
-                self.state["best_acc"], self.state["best_epoch"] = acc, epoch
+                self.state["best_acc"], self.state["best_epoch"] = acc, epoch + 1
                 save_training_state(self.out, "best", self.model, self.optimizer, self.scheduler, self.state)
             self._save("last")
         return self._finish(started, images)

@@ -266,11 +266,11 @@ def make_synthetic(
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--n", type=int, default=4200)
-    ap.add_argument("--labels", default="basic7")
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="the folder to write (e.g. data/synthetic)")
+    ap.add_argument("--n", type=int, default=4200, help="images in all, over the train, val and test splits")
+    ap.add_argument("--labels", default="basic7", help="the label set whose emotions the scenes show")
+    ap.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same set)")
     ap.add_argument("--cue", type=float, default=0.6, help="probability that a level shows the true class")
     ap.add_argument("--mislead", type=float, default=0.25, help="otherwise, probability it shows another class")
     args = ap.parse_args()

@@ -13,9 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ros_fer.errors import FerError  # noqa: E402
+from ros_fer.errors import FerError, WeightsUnavailableError  # noqa: E402
 from training.config import load_train_config  # noqa: E402
 from training.engine import Trainer  # noqa: E402
+
+# How a local weight file is given here, where pretrained weights cannot be fetched.
+OFFLINE_HINT = "Here: model.backbone.pretrained= model.backbone.checkpoint=FILE (a local {backbone} weight file)."
 
 
 def main(argv=None) -> int:
@@ -29,6 +32,9 @@ def main(argv=None) -> int:
         cfg = load_train_config(args.config, args.overrides)
         out = Path(args.out or Path("runs") / Path(args.config).stem)
         result = Trainer(cfg, out, resume=args.resume).fit()
+    except WeightsUnavailableError as exc:
+        print(f"train: error: {exc.with_hint(OFFLINE_HINT)}", file=sys.stderr)
+        return 2
     except FerError as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 2
@@ -41,8 +47,8 @@ def main(argv=None) -> int:
             + (
                 "trained on the whole train split (no validation); "
                 if result.get("full_train_split")
-                else f"best validation accuracy {result['best_acc']:.4f} (epoch {result['best_epoch'] + 1}); "
-                if result["best_epoch"] >= 0
+                else f"best validation accuracy {result['best_acc']:.4f} (epoch {result['best_epoch']}); "
+                if result["best_epoch"] > 0
                 else f"stopped at step {result['global_step']}, before an epoch ended; "
             )
             + f"checkpoints {best if best.is_file() else run / 'last.safetensors'}, "

@@ -6,6 +6,7 @@ everything but the capture itself."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -56,24 +57,34 @@ class ShapeGraphs:
         self.fn, self.capture, self.warmup = fn, capture, warmup
         self.entries: dict[tuple, tuple] = {}
         self._pool = None
+        self.failed: list[tuple] = []  # input shapes whose capture failed (they run eagerly)
 
     def _make(self, inputs: tuple[torch.Tensor, ...]) -> tuple:
         static = tuple(torch.zeros_like(x) for x in inputs)
         for s, x in zip(static, inputs, strict=True):
             s.copy_(x)  # warm-up and capture on real values (a graph of zeros could take another code path)
-        if not self.capture:
+        # Only CUDA tensors are captured: a graph of host tensors would replay stale output.
+        if not (self.capture and all(x.is_cuda for x in inputs)):
             return static, None, None
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.inference_mode():
-            for _ in range(self.warmup):
-                self.fn(*static)
-        torch.cuda.current_stream().wait_stream(side)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool), torch.inference_mode():
-            outputs = self.fn(*static)
+        device = inputs[0].device  # the tensors' device, not the current one (cuda:N)
+        try:
+            with torch.cuda.device(device):
+                side = torch.cuda.Stream(device=device)
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side), torch.inference_mode():
+                    for _ in range(self.warmup):
+                        self.fn(*static)
+                torch.cuda.current_stream(device).wait_stream(side)
+                if self._pool is None:
+                    self._pool = torch.cuda.graph_pool_handle()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=self._pool), torch.inference_mode():
+                    outputs = self.fn(*static)
+        except RuntimeError as exc:  # an op or driver that refuses capture: eager for this shape, said once
+            if not self.failed:
+                warnings.warn(f"CUDA graph capture failed ({str(exc).splitlines()[0]}); running eagerly", stacklevel=2)
+            self.failed.append(tuple(x.shape for x in inputs))
+            return static, None, None
         return static, graph, outputs
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -20,6 +20,7 @@ def create_detector(
     profile_faces: bool = False,
     runtime: str = "auto",
     cuda_graphs: bool = False,
+    imgsz: int = 640,
 ) -> Detector:
     """`auto`: the YOLO (pose) model of `person_weights`, fetched once and cached; where it cannot be had
     (offline, not cached), OpenCV's Haar faces, said in one warning line (`detector.warnings`)."""
@@ -46,7 +47,9 @@ def create_detector(
                 "silence this."
             ]
             return detector
-    return YoloDetector(person_weights, face_weights, device, confidence, runtime=runtime, cuda_graphs=cuda_graphs)
+    return YoloDetector(
+        person_weights, face_weights, device, confidence, imgsz=imgsz, runtime=runtime, cuda_graphs=cuda_graphs
+    )
 
 
 __all__ = [

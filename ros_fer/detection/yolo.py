@@ -108,6 +108,30 @@ def _onnx_export(model, weights: str, imgsz: int) -> str:
     return str(target)
 
 
+def runtime_choice(yolo, model, weights: str, imgsz: int, predict) -> dict:
+    """`detector_runtime: auto` on the CPU: torch and onnxruntime (ultralytics' ONNX export) each timed on the
+    sample frame (people from a real photograph), the faster taken; measured once per machine, weights and
+    input size, then cached (`measured.cached_choice`, the rule the encoder's runtime follows)."""
+    from ..crops import sample_frame
+    from ..machine import describe_cpu
+    from ..measured import cached_choice, timed_ms
+
+    frame = sample_frame(2)[0]
+
+    def measure() -> dict:
+        candidates = {"torch": model, "onnx": yolo(_onnx_export(model, weights, imgsz), task=model.task)}
+        ms = {name: round(timed_ms(lambda m=m: predict(m, frame, None)), 2) for name, m in candidates.items()}
+        return {"runtime": min(ms, key=ms.get), "ms": ms, "imgsz": imgsz, "machine": describe_cpu()}
+
+    return cached_choice("detector", {"weights": weights_digest(weights), "imgsz": imgsz}, measure)
+
+
+def describe_detector_choice(choice: dict) -> str:
+    ms = ", ".join(f"{name} {v:.0f} ms" for name, v in choice["ms"].items())
+    when = f"cached in {choice['cached']}" if choice.get("cached") else "measured now"
+    return f"detector_runtime auto: {choice['runtime']} at imgsz {choice['imgsz']} ({ms}; {when})"
+
+
 class YoloDetector:
     name = "yolo"
 
@@ -131,9 +155,10 @@ class YoloDetector:
             raise ConfigError("the yolo detector needs person_weights, face_weights or both")
         self.device, self.confidence, self.imgsz, self.max_det = device, confidence, imgsz, max_det
         self.person = self.face = None
-        # CUDA: torch. CPU: onnxruntime by default, measured faster there (yolo11n-pose, 640x480, 2-core AMD
-        # EPYC with AVX2: 83-90 ms against torch's 108-114 ms; README, detection figures).
-        self.runtime = "torch" if str(device).startswith("cuda") else ("onnx" if runtime == "auto" else runtime)
+        # CUDA: torch. CPU: `auto` measures torch and onnxruntime once per machine and weights (`runtime_choice`)
+        # and takes the faster: onnxruntime won on a 2-core AVX2 EPYC, torch on an AMX Xeon (README figures).
+        self.runtime = "torch" if str(device).startswith("cuda") else runtime
+        self.choice: dict | None = None  # what `auto` measured and chose (None: nothing measured)
         self.person_path = ""  # the resolved person weights (a file, or a *.yaml definition)
         self.cuda_graphs = cuda_graphs and str(device).startswith("cuda")
         self._device_model = None  # the pose module on the frame's device, made at the first detect_tensor
@@ -144,6 +169,7 @@ class YoloDetector:
             self.face, _ = self._load(YOLO, face_weights)
         self.pose = self.person is not None and self.person.task == "pose"
         self.warnings: list[str] = []
+        self.notes = [describe_detector_choice(self.choice)] if self.choice else []  # said once at start
         self.name = f"yolo-{'pose' if self.pose else 'detect'}" + ("+face" if self.face is not None else "")
 
     @property
@@ -159,20 +185,33 @@ class YoloDetector:
         except WeightsUnavailableError as exc:
             raise missing_weights_error(weights, str(exc)) from exc
         model = yolo(path)
-        if self.runtime == "onnx" and path.endswith(".pt"):  # a *.yaml (random, tests) has no file to key a cache
+        if not path.endswith(".pt"):  # a *.yaml (random weights, tests) has no file to key an export: torch
+            self.runtime = "torch" if self.runtime == "auto" else self.runtime
+            return model, path
+        if self.runtime == "auto":
+            self.choice = runtime_choice(yolo, model, path, self.imgsz, self._predict)
+            self.runtime = self.choice["runtime"]
+        if self.runtime == "onnx":
             model = yolo(_onnx_export(model, path, self.imgsz), task=model.task)
         return model, path
 
     def _predict(self, model, bgr: np.ndarray, classes: list[int] | None):
-        return model.predict(
-            bgr,
-            device=self.device,
-            conf=self.confidence,
-            imgsz=self.imgsz,
-            classes=classes,
-            max_det=self.max_det,
-            verbose=False,
-        )[0]
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            return model.predict(
+                bgr,
+                device=self.device,
+                conf=self.confidence,
+                imgsz=self.imgsz,
+                classes=classes,
+                max_det=self.max_det,
+                verbose=False,
+            )[0]
+        finally:  # ultralytics sets torch to cores - 1 threads on the CPU (1 of 2): the encoder keeps its own
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
     @staticmethod
     def _boxes(result) -> np.ndarray:

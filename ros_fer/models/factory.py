@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -16,7 +15,8 @@ from safetensors.torch import save_file
 from ..backbone import BackboneSpec, file_sha256, load_backbone
 from ..errors import CheckpointError, ConfigError
 from ..labels import LabelSet, load_label_set
-from ..paths import resolve
+from ..overrides import merge, parse_overrides  # noqa: F401 - re-exported
+from ..paths import replace, resolve
 from ..prompts import check_covers, load_prompts, prompts_from_text, user_prompts
 from ..yaml_loader import load_yaml
 from .base import FerModel
@@ -26,45 +26,6 @@ from .zeroshot import ZeroShotCLIP
 
 METHODS: dict[str, type[FerModel]] = {"mlper": MLPER, "mpa-fer": MPAFER, "zeroshot": ZeroShotCLIP}
 CHECKPOINT_FORMAT = "ros_fer.checkpoint/1"
-
-
-def merge(base: dict, override: dict) -> dict:
-    """Recursive dict merge; override wins."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def parse_overrides(pairs: Sequence[str]) -> dict:
-    """`a.b=value` pairs (values parsed as YAML) into a nested dict."""
-    out: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {pair!r} is not key=value")
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = load_yaml(value)
-        _reject_glued_keys(node[leaf], pair)
-    return out
-
-
-def _reject_glued_keys(value, pair: str) -> None:
-    """`x={kind:cosine}` is YAML for the key "kind:cosine" with no value: say so instead of merging a
-    key nothing reads."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if isinstance(k, str) and ":" in k:
-                raise ConfigError(
-                    f"override {pair!r}: key {k!r} needs a space after the colon ({k.replace(':', ': ', 1)})"
-                )
-            _reject_glued_keys(v, pair)
-    elif isinstance(value, list):
-        for v in value:
-            _reject_glued_keys(v, pair)
 
 
 def load_config(config: str | os.PathLike[str] | dict, overrides: dict | None = None) -> dict:
@@ -133,7 +94,7 @@ def save_model(model: FerModel, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    replace(tmp, path)
     return path
 
 

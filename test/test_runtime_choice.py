@@ -1,0 +1,247 @@
+"""`backend: auto` and `detector_runtime: auto`: the candidates offered on a CPU, the choice made on fixed
+timings (a slower or less accurate candidate is never taken, an explicit setting always wins), the cache
+(used, and measured again when the model, the versions or the CPU change), bf16 and int8 against fp32 on
+real photographs, and YOLO at every input size in frame coordinates."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import photo
+
+import ros_fer.machine as machine
+import ros_fer.runtime as runtime
+from ros_fer.backends import OnnxRuntimeBackend, TorchBackend, export_onnx
+from ros_fer.crops import Person, crop_batch
+from ros_fer.params import load_params
+
+ISA_AMX = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
+
+
+def test_bf16_is_offered_only_where_the_cpu_has_it():
+    assert ("torch", "bf16") in runtime.runtime_candidates("cpu", ISA_AMX)
+    assert ("torch", "bf16") in runtime.runtime_candidates("cpu", ["avx2", "avx512f", "avx512_bf16"])
+    assert ("torch", "bf16") not in runtime.runtime_candidates("cpu", ["avx2", "fma", "avx512f", "avx512_vnni"])
+    assert runtime.runtime_candidates("cpu", ["avx2"]) == [("torch", "fp32"), ("onnxruntime", "int8")]
+    # the real CPU's flags, read here from /proc/cpuinfo independently of ros_fer.machine
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    native = bool(flags & {"amx_bf16", "avx512_bf16"})
+    assert (("torch", "bf16") in runtime.runtime_candidates("cpu", machine.cpu_info()["isa"])) == native
+    # CUDA: torch fp16 alone; an explicit precision keeps its own candidate
+    assert runtime.runtime_candidates("cuda", ISA_AMX) == [("torch", "fp16")]
+    assert runtime.runtime_candidates("cpu", ISA_AMX, "int8") == [("onnxruntime", "int8")]
+    assert runtime.runtime_candidates("cpu", ISA_AMX, "fp32") == [("torch", "fp32")]
+    assert ("onnxruntime", "int8") not in runtime.runtime_candidates("cpu", ISA_AMX, graphs_of=("fp32",))
+
+
+def test_the_fastest_accurate_candidate_is_picked():
+    def row(backend, precision, ms, cosine):
+        return {"backend": backend, "precision": precision, "ms": ms, "min_cosine": cosine}
+
+    figures = [row("torch", "fp32", 100, 1.0), row("torch", "bf16", 40, 0.9995), row("onnxruntime", "int8", 30, 0.97)]
+    assert runtime.pick(figures)["precision"] == "bf16"  # int8 is faster but below its floor (0.99)
+    figures[2]["min_cosine"] = 0.995
+    assert runtime.pick(figures)["precision"] == "int8"
+    figures[1]["ms"] = 20
+    assert runtime.pick(figures)["precision"] == "bf16"
+    figures[1]["min_cosine"] = 0.998  # bf16's floor is 0.999
+    assert runtime.pick(figures)["precision"] == "int8"
+    assert runtime.pick([row("torch", "fp32", 100, 1.0), {**row("onnxruntime", "int8", None, None)}])["ms"] == 100
+
+
+@pytest.fixture
+def fixed_timings(tmp_path, monkeypatch):
+    """A probe that times every candidate at a fixed figure (speed is not what is tested), on a CPU that
+    offers all three candidates, with a fresh cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        machine, "cpu_info", lambda: {"model": "Test CPU", "isa": ISA_AMX, "arch": "x86_64", "cores": 2, "vnni": True}
+    )
+    times = {"fp32": 100.0, "bf16": 40.0, "int8": 30.0}
+    state = {"current": None, "probes": 0}
+
+    def timed(fn):
+        fn()
+        return times[state["current"]]
+
+    monkeypatch.setattr(runtime, "timed_ms", timed)
+    real_probe = runtime.probe_runtimes
+
+    def probe(make, pairs, levels, size):
+        state["probes"] += 1
+
+        def tracked(kind, precision):
+            state["current"] = precision
+            return make(kind, precision)
+
+        return real_probe(tracked, pairs, levels, size)
+
+    monkeypatch.setattr(runtime, "probe_runtimes", probe)
+    return times, state
+
+
+def tiny_params(**over):
+    return load_params(None, {"backbone": "tiny-random", "pretrained": "", "device": "cpu", **over})
+
+
+def test_the_probe_choice_is_cached_and_measured_again_when_anything_changes(fixed_timings, monkeypatch):
+    times, state = fixed_timings
+    first = runtime.build_runtime(tiny_params())
+    assert state["probes"] == 1 and first.choice["probed"] and "cached" not in first.choice
+    assert (first.backend.name, first.backend.precision) == ("onnxruntime", "int8")  # the fastest, 30 ms
+    assert [f["ms"] for f in first.choice["figures"]] == [200.0, 80.0, 60.0]  # two frames each (1 and 4 people)
+    assert all(f["min_cosine"] >= runtime.COSINE_FLOORS[f["precision"]] for f in first.choice["figures"])
+    again = runtime.build_runtime(tiny_params())
+    assert state["probes"] == 1 and again.choice["cached"]  # the cache: nothing measured
+    assert (again.backend.name, again.backend.precision) == ("onnxruntime", "int8")
+    runtime.build_runtime(tiny_params(labels="caers"))  # another model: measured again
+    assert state["probes"] == 2
+    monkeypatch.setattr(torch, "__version__", "9.9.9")  # other package versions: measured again
+    runtime.build_runtime(tiny_params())
+    assert state["probes"] == 3
+    monkeypatch.setattr(
+        machine, "cpu_info", lambda: {"model": "Other CPU", "isa": ISA_AMX, "arch": "x86_64", "cores": 2, "vnni": True}
+    )
+    runtime.build_runtime(tiny_params())  # another CPU: measured again
+    assert state["probes"] == 4
+
+
+def test_a_less_accurate_candidate_is_never_chosen(fixed_timings, monkeypatch):
+    times, state = fixed_timings
+    monkeypatch.setitem(runtime.COSINE_FLOORS, "int8", 0.99999999)  # int8 fails its floor on every machine
+    chosen = runtime.build_runtime(tiny_params())
+    assert (chosen.backend.name, chosen.backend.precision) == ("torch", "bf16")
+    assert "rejected" in chosen.choice["figures"][2]
+    times["bf16"] = 500.0  # slower than fp32 now (another model, measured again)
+    chosen = runtime.build_runtime(tiny_params(labels="caers"))
+    assert (chosen.backend.name, chosen.backend.precision) == ("torch", "fp32")
+
+
+def test_an_explicit_backend_or_precision_always_wins(fixed_timings):
+    times, state = fixed_timings
+    explicit = runtime.build_runtime(tiny_params(backend="torch"))
+    assert (explicit.backend.name, explicit.backend.precision) == ("torch", "fp32") and explicit.choice is None
+    explicit = runtime.build_runtime(tiny_params(backend="onnxruntime", precision="fp32"))
+    assert (explicit.backend.name, explicit.backend.precision) == ("onnxruntime", "fp32")
+    only = runtime.build_runtime(tiny_params(precision="bf16"))  # backend auto, precision given: one candidate
+    assert (only.backend.name, only.backend.precision) == ("torch", "bf16") and not only.choice["probed"]
+    assert state["probes"] == 0
+
+
+def test_bf16_and_int8_hold_their_floors_against_fp32_on_photographs(tmp_path):
+    """ViT-B-32 (random weights: speed and numerics do not need trained ones) on crops of two real
+    photographs; the per-crop cosine computed here with numpy, not with the probe's code."""
+    from ros_fer.models import create_model
+
+    model = create_model("zeroshot", {"backbone": {"name": "ViT-B-32", "pretrained": None}}).eval()
+    crops = []
+    people = {
+        "zidane.jpg": ((922, 110, 1070, 258), (700, 40, 1180, 720)),
+        "bus.jpg": ((100, 280, 190, 370), (50, 230, 250, 900)),
+    }
+    for name, (face, body) in people.items():
+        person = Person(np.array([*face, 1], np.float32), np.array([*body, 1], np.float32))
+        crops.append(crop_batch(photo(name), [person], model.levels, 224).images)
+    images = np.concatenate(crops)
+    index = np.arange(len(images)).reshape(-1, len(model.levels))
+    ref = TorchBackend(model, "cpu", "fp32").encode(images, index)
+
+    def min_cos(got):
+        out = []
+        for k in ref:
+            a, b = ref[k].float().flatten(1).numpy(), got[k].float().flatten(1).numpy()
+            out += list((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+        return min(out)
+
+    bf16 = min_cos(TorchBackend(model, "cpu", "bf16").encode(images, index))
+    int8 = min_cos(OnnxRuntimeBackend(export_onnx(model, tmp_path / "int8.onnx", "int8")).encode(images, index))
+    assert bf16 >= 0.999, bf16
+    assert int8 >= 0.99, int8
+
+
+def test_bench_all_shows_the_default_beside_every_candidate(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [str(Path(sys.executable).with_name("ros-fer")), "bench", "--backend", "all", "--backbone", "tiny-random"]
+    cmd += ["--detectors", "opencv", "--frames", "2", "--warmup", "1", "--batches", "1", "--json", str(out)]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    asked = [(r["asked"]["backend"], r["asked"]["precision"]) for r in report["results"]]
+    candidates = runtime.runtime_candidates("cpu", machine.cpu_info()["isa"])
+    assert asked[0] == ("auto", "auto") and set(candidates) <= set(asked[1:])
+    default = report["results"][0]
+    assert (default["backend"], default["precision"]) == tuple(
+        (default["runtime_choice"]["backend"], default["runtime_choice"]["precision"])
+    )
+    assert set(report["default_vs_fastest_explicit"]) == {"1p"}
+    assert report["machine"]["model"] and "isa" in report["machine"]
+
+
+# ---- YOLO: input size and runtime --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("imgsz", [640, 480, 320])
+def test_pose_boxes_come_back_in_frame_coordinates_at_every_size(imgsz):
+    """A 640x480 frame at imgsz 640, 480, 320: ultralytics' letterbox scales by r and pads to multiples of 32
+    (by hand: 480x360 -> pad 24 rows, 12 above; 320x240 -> pad 16 rows, 8 above). A person box at
+    (100, 50)-(300, 250) in the frame, placed where the model would see it, decodes back to the frame."""
+    from ros_fer.detection.yolo import decode_pose, letterbox_geometry
+
+    got_r, got_pad, _ = letterbox_geometry(480, 640, imgsz)
+    by_hand = {640: (1.0, (0, 0)), 480: (0.75, (0, 12)), 320: (0.5, (0, 8))}[imgsz]
+    assert (got_r, got_pad) == by_hand
+    r, (px, py) = by_hand
+    x1, y1, x2, y2 = 100, 50, 300, 250
+    raw = torch.zeros(1, 4 + 1 + 51, 3)
+    raw[0, :4, 1] = torch.tensor([(x1 + x2) / 2 * r + px, (y1 + y2) / 2 * r + py, (x2 - x1) * r, (y2 - y1) * r])
+    raw[0, 4, 1] = 0.9
+    raw[0, 5:8, 1] = torch.tensor([200 * r + px, 80 * r + py, 1.0])  # the nose keypoint at (200, 80)
+    bodies, kps = decode_pose(raw, 0.5, 0.7, 10, r, (px, py), 480, 640)
+    np.testing.assert_allclose(bodies[0, :4].numpy(), [x1, y1, x2, y2], atol=1e-3)
+    np.testing.assert_allclose(kps[0, 0].numpy(), [200, 80, 1.0], atol=1e-3)
+
+
+@pytest.mark.parametrize("imgsz", [320, 480, 640])
+def test_the_yolo_detector_reports_frame_coordinates_at_each_imgsz(imgsz):
+    """End to end through ultralytics (random pose weights, every box kept): at every input size the boxes
+    spread over the 640x480 frame, not over the smaller network input."""
+    from ros_fer.detection import create_detector
+
+    detector = create_detector("yolo", "cpu", "yolo11n-pose.yaml", confidence=1e-6, runtime="torch", imgsz=imgsz)
+    assert detector.imgsz == imgsz
+    frame = np.ascontiguousarray(photo("zidane.jpg")[:480, :640, ::-1])
+    det = detector.detect(frame)
+    assert len(det.bodies) > 0
+    assert det.bodies[:, [0, 2]].max() <= 640 and det.bodies[:, [1, 3]].max() <= 480
+    if imgsz < 640:
+        assert det.bodies[:, 2].max() > imgsz or det.bodies[:, 3].max() > imgsz * 0.75  # beyond the input's size
+
+
+def test_detector_runtime_auto_measures_once_and_caches(tmp_path, monkeypatch):
+    """With a real weights file (random pose weights saved by ultralytics), `auto` times torch and onnxruntime
+    on the sample frame, takes the faster, and the next start reads the choice."""
+    from ultralytics import YOLO
+
+    from ros_fer.detection.yolo import YoloDetector
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    weights = tmp_path / "pose.pt"
+    YOLO("yolo11n-pose.yaml").save(str(weights))
+    first = YoloDetector(str(weights), runtime="auto", imgsz=320)
+    assert set(first.choice["ms"]) == {"torch", "onnx"} and "cached" not in first.choice
+    assert first.runtime == min(first.choice["ms"], key=first.choice["ms"].get)
+    assert "detector_runtime auto:" in first.notes[0] and "measured now" in first.notes[0]
+    again = YoloDetector(str(weights), runtime="auto", imgsz=320)
+    assert again.choice["cached"] and again.runtime == first.runtime and again.choice["ms"] == first.choice["ms"]
+    explicit = YoloDetector(str(weights), runtime="torch", imgsz=320)
+    assert explicit.runtime == "torch" and explicit.choice is None

@@ -125,3 +125,33 @@ def own_data_chain(tmp_path_factory):
         "predicted": {row["image"]: row["predicted"] for row in rows},
         "probability": {row["image"]: [float(row[f"p_{c}"]) for c in classes] for row in rows},
     }
+
+
+class FixedPeople:
+    """A detector that finds the same boxes in every frame (by default two boxes inside bus.jpg's 810 x 1080
+    frame): for pipeline tests that compare two paths on the same people and must not depend on a detector,
+    e.g. on a GPU machine whose OpenCV 5 has no Haar cascades."""
+
+    name = "fixed"
+    warnings: list = []
+
+    def __init__(self, faces=((60, 420, 160, 520), (400, 380, 480, 460)), bodies=((20, 380, 260, 900),)):
+        import numpy as np
+
+        from ros_fer.detection import Detections
+
+        rows = lambda boxes: np.array([[*b, 1.0] for b in boxes], np.float32).reshape(-1, 5)  # noqa: E731
+        self.found = Detections(rows(faces), rows(bodies))
+
+    def detect(self, rgb):
+        return self.found
+
+
+def haar_or_skip():
+    """OpenCV's Haar detector, or a skip where this OpenCV (5) has no cascades."""
+    from ros_fer.detection import OpenCVDetector
+    from ros_fer.detection.opencv import haar_available
+
+    if not haar_available():
+        pytest.skip("this OpenCV has no Haar cascades (OpenCV 5): the test needs the Haar detector")
+    return OpenCVDetector

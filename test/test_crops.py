@@ -4,7 +4,7 @@ device (run here on CPU tensors). Expected values are worked out by hand from th
 import numpy as np
 import pytest
 import torch
-from conftest import photo
+from conftest import FixedPeople, haar_or_skip, photo
 
 from ros_fer.crops import (
     BODY_MARGIN,
@@ -109,27 +109,27 @@ def test_device_crop_batch_follows_the_host_batch():
 
 def test_pipeline_with_device_crops_scores_like_host_crops(tmp_path, monkeypatch):
     from ros_fer.crops import associate
-    from ros_fer.detection import OpenCVDetector
     from ros_fer.params import load_params
     from ros_fer.pipeline import Pipeline
     from ros_fer.runtime import build_runtime
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    runtime = build_runtime(load_params(None, {"backbone": "tiny-random", "pretrained": "", "backend": "torch"}))
+    params = {"backbone": "tiny-random", "pretrained": "", "backend": "torch", "device": "cpu"}  # CPU-meant
+    runtime = build_runtime(load_params(None, params))
     frame = photo("zidane.jpg")
     results = {}
     for device_crops in (False, True):
-        pipeline = Pipeline(OpenCVDetector(), runtime, device_crops=device_crops)
+        pipeline = Pipeline(haar_or_skip()(), runtime, device_crops=device_crops)
         assert pipeline.device_crops is device_crops
         results[device_crops] = pipeline.process(frame, color="rgb").persons
     assert len(results[True]) == len(results[False]) >= 1
     for host, device in zip(results[False], results[True], strict=True):
         np.testing.assert_allclose(device.raw_scores, host.raw_scores, atol=0.02)
-    assert Pipeline(OpenCVDetector(), runtime).device_crops is False  # CPU: OpenCV's crops are faster
+    assert Pipeline(haar_or_skip()(), runtime).device_crops is False  # CPU: OpenCV's crops are faster
     # Pipeline.crop (what ros-fer bench times) uploads the frame itself when not handed one
-    people = associate(OpenCVDetector().detect(frame), *frame.shape[:2], 8)
-    on_device = Pipeline(OpenCVDetector(), runtime, device_crops=True).crop(frame, people)
-    on_host = Pipeline(OpenCVDetector(), runtime).crop(frame, people)
+    people = associate(haar_or_skip()().detect(frame), *frame.shape[:2], 8)
+    on_device = Pipeline(haar_or_skip()(), runtime, device_crops=True).crop(frame, people)
+    on_host = Pipeline(haar_or_skip()(), runtime).crop(frame, people)
     assert isinstance(on_device.images, torch.Tensor) and isinstance(on_host.images, np.ndarray)
     assert np.array_equal(on_device.index, on_host.index)
     assert np.abs(on_device.images.numpy().astype(int) - on_host.images.astype(int)).mean() <= MEAN_TOLERANCE
@@ -137,7 +137,6 @@ def test_pipeline_with_device_crops_scores_like_host_crops(tmp_path, monkeypatch
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_pipeline_cuts_crops_on_the_device(tmp_path, monkeypatch):
-    from ros_fer.detection import OpenCVDetector
     from ros_fer.params import load_params
     from ros_fer.pipeline import Pipeline
     from ros_fer.runtime import build_runtime
@@ -150,9 +149,9 @@ def test_cuda_pipeline_cuts_crops_on_the_device(tmp_path, monkeypatch):
     assert diff.mean() <= MEAN_TOLERANCE
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     params = load_params(None, {"backbone": "tiny-random", "pretrained": "", "device": "cuda", "precision": "fp32"})
-    pipeline = Pipeline(OpenCVDetector(max_side=1080), build_runtime(params))
+    pipeline = Pipeline(FixedPeople(), build_runtime(params))
     assert pipeline.device_crops  # chosen once, from the backend's device
-    host = Pipeline(OpenCVDetector(max_side=1080), build_runtime({**params, "device": "cpu"}))
+    host = Pipeline(FixedPeople(), build_runtime({**params, "device": "cpu"}))
     on_gpu, on_cpu = pipeline.process(rgb, color="rgb").persons, host.process(rgb, color="rgb").persons
     assert len(on_gpu) == len(on_cpu) >= 1
     for a, b in zip(on_gpu, on_cpu, strict=True):

@@ -303,7 +303,8 @@ def test_pipeline_on_the_device_path_matches_the_host_path(tmp_path):
     from ros_fer.runtime import build_runtime
 
     frame = cv2.resize(cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg")), (640, 480))
-    runtime = build_runtime(load_params(None, {"backbone": "tiny-random", "pretrained": "", "backend": "torch"}))
+    params = {"backbone": "tiny-random", "pretrained": "", "backend": "torch", "device": "cpu"}  # CPU-meant
+    runtime = build_runtime(load_params(None, params))
     detector = YoloDetector(random_pose(), confidence=1e-4, runtime="torch", max_det=5)
     results = {}
     for device_path in (False, True):

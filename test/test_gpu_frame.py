@@ -10,12 +10,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import photo, tiny
+from conftest import FixedPeople, haar_or_skip, photo, tiny
 
 from ros_fer.backends import TorchBackend
 from ros_fer.backends.graphs import BUCKETS, ShapeGraphs, bucket, pad_batch
 from ros_fer.crops import associate
-from ros_fer.detection import Detections, OpenCVDetector
+from ros_fer.detection import Detections
 from ros_fer.detection.keypoints import WHY, face_from_keypoints
 from ros_fer.image_conv import ImageError, decode_bytes, decode_compressed, decode_jpeg_tensor, is_jpeg
 from ros_fer.params import load_params
@@ -138,7 +138,8 @@ def runtime(tmp_path_factory):
     old = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
     try:
-        yield build_runtime(load_params(None, {"backbone": "tiny-random", "pretrained": "", "backend": "torch"}))
+        params = {"backbone": "tiny-random", "pretrained": "", "backend": "torch", "device": "cpu"}  # CPU-meant
+        yield build_runtime(load_params(None, params))
     finally:
         if old is None:
             os.environ.pop("XDG_CACHE_HOME")
@@ -161,7 +162,7 @@ def test_frames_load_from_arrays_bytes_and_tensors(runtime):
     data = jpeg_of(rgb, 95)
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # BGR
     for device_crops in (False, True):
-        pipeline = Pipeline(OpenCVDetector(), runtime, device_crops=device_crops)
+        pipeline = Pipeline(haar_or_skip()(), runtime, device_crops=device_crops)
         want = pipeline.process(decoded, color="bgr").persons
         from_bytes = pipeline.process(data).persons
         from_tensor = pipeline.process(torch.from_numpy(np.ascontiguousarray(decoded[:, :, ::-1]))).persons
@@ -173,7 +174,7 @@ def test_frames_load_from_arrays_bytes_and_tensors(runtime):
         assert (loaded.tensor is not None) is device_crops and loaded.shape == rgb.shape[:2]
         given = pipeline.load(torch.from_numpy(rgb))  # a tensor on the host path: its pixels, as an array
         assert (given.tensor is not None) is device_crops and np.array_equal(given.host(), rgb)
-    host = Pipeline(OpenCVDetector(), runtime)
+    host = Pipeline(haar_or_skip()(), runtime)
     assert isinstance(host.decode(data), np.ndarray)  # CPU: OpenCV decodes, the frame stays on the host
     for bad in (
         torch.zeros((4, 4, 3), dtype=torch.float32),
@@ -196,7 +197,7 @@ def test_streamed_frames_give_the_results_of_frames_one_by_one(runtime):
     frames = [photo("zidane.jpg"), photo("bus.jpg"), photo("zidane.jpg")]
 
     def fresh():
-        return Pipeline(OpenCVDetector(max_side=1080), runtime, tracker=Tracker(runtime.labels.classes))
+        return Pipeline(haar_or_skip()(max_side=1080), runtime, tracker=Tracker(runtime.labels.classes))
 
     one_by_one = fresh()
     want = [one_by_one.process(f, color="rgb").persons for f in frames]
@@ -280,11 +281,11 @@ def test_yolo_graphs_detect_like_the_eager_model():
 @cuda_only
 def test_the_cuda_pipeline_keeps_the_frame_on_the_gpu(tmp_path):
     params = load_params(None, {"backbone": "tiny-random", "pretrained": "", "device": "cuda", "precision": "fp16"})
-    pipeline = Pipeline(OpenCVDetector(max_side=1080), build_runtime(params))
+    pipeline = Pipeline(FixedPeople(), build_runtime(params))
     assert pipeline.device_crops and pipeline.runtime.backend.cuda_graphs  # cuda_graphs: auto
     data = jpeg_of(photo("bus.jpg"))
     assert isinstance(pipeline.decode(data), torch.Tensor) and pipeline.decode(data).is_cuda
-    host = Pipeline(OpenCVDetector(max_side=1080), build_runtime({**params, "device": "cpu", "precision": "fp32"}))
+    host = Pipeline(FixedPeople(), build_runtime({**params, "device": "cpu", "precision": "fp32"}))
     want = host.process(data).persons
     got = pipeline.process(data).persons
     assert len(got) == len(want) >= 1

@@ -197,8 +197,12 @@ class YoloDetector:
 
     def _predict(self, model, bgr: np.ndarray, classes: list[int] | None):
         import torch
+        import ultralytics.utils.torch_utils as torch_utils
 
         threads = torch.get_num_threads()
+        # ultralytics' device set-up puts torch on cores - 1 threads (1 of 2): let it set the process's own count,
+        # so YOLO, the encoder and the device path all run as many threads as the process was given.
+        torch_utils.NUM_THREADS = threads
         try:
             return model.predict(
                 bgr,

@@ -488,7 +488,9 @@ def test_own_data_chain_from_folders_to_the_exported_model(own_data_chain):
     assert {"image_side.fp32.onnx", "image_side.int8.onnx"} <= set(chain["files"])
     ros_fer = str(Path(sys.executable).with_name("ros-fer"))
     res = subprocess.run(
-        [ros_fer, "infer", *(str(chain["data"] / i) for i in images), "--set", f"model={chain['model']}"],
+        # torch fp32, as evaluate.py ran: backend auto could take int8 or bf16 here (within their floors, not 2e-4)
+        [ros_fer, "infer", *(str(chain["data"] / i) for i in images), "--set", f"model={chain['model']}"]
+        + ["--set", "backend=torch", "--set", "precision=fp32"],
         capture_output=True,
         text=True,
         timeout=600,

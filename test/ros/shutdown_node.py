@@ -30,7 +30,10 @@ def run_once(probe: Node, events: list[str], sig: signal.Signals) -> dict:
             log += proc.stdout.readline()
         rclpy.spin_once(probe, timeout_sec=0)
     events.clear()
-    for _ in range(20):  # let the probe's subscription match the node's publisher (bounded)
+    end = time.monotonic() + 15  # the probe must see this node's transition publisher before the signal
+    while probe.count_publishers("/fer_node/transition_event") == 0 and time.monotonic() < end:
+        rclpy.spin_once(probe, timeout_sec=0.05)
+    for _ in range(20):  # and its reader match that writer (bounded)
         rclpy.spin_once(probe, timeout_sec=0.05)
     sent = time.monotonic()
     proc.send_signal(sig)

@@ -126,7 +126,11 @@ def run_bench(
     frame_stats, model_only = stats(whole), stats(floor)
     backend = rt.backend
     return {
-        "asked": {"backend": params["backend"], "precision": params["precision"]},
+        "asked": {
+            "backend": params["backend"],
+            "precision": params["precision"],
+            "detector_runtime": params["detector_runtime"],
+        },
         "backend": backend.name,
         "precision": backend.precision,
         "device": device,
@@ -135,6 +139,7 @@ def run_bench(
         "levels": list(rt.levels),
         "image_size": rt.image_size,
         "detector": pipeline.detector.name,
+        "detector_runtime": getattr(getattr(pipeline.detector, "detector", pipeline.detector), "runtime", None),
         "boxes": boxes,
         "persons": persons,
         "persons_found": found,
@@ -199,6 +204,9 @@ def _threads(backend) -> dict:
     session = getattr(backend, "session", None)
     if session is not None:
         out["onnxruntime_intra_op"] = session.get_session_options().intra_op_num_threads
+    compiled = getattr(backend, "compiled", None)
+    if compiled is not None and backend.name == "openvino":
+        out["openvino_threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
     return out
 
 
@@ -214,6 +222,10 @@ def versions() -> dict:
         "onnxruntime": onnxruntime.__version__,
         "opencv": cv2.__version__,
     }
+    from .measured import openvino_version
+
+    if openvino_version():
+        out["openvino"] = openvino_version()
     try:
         import tensorrt
 
@@ -275,26 +287,53 @@ def main_table(paths: list[str]) -> int:
     return 0
 
 
+def _is_default(result: dict) -> bool:
+    """A run of the default settings: backend auto and detector_runtime auto."""
+    return result["asked"]["backend"] == "auto" and result["asked"].get("detector_runtime", "auto") == "auto"
+
+
+def bench_runs(backend: str, precision: str, detector_runtimes, device: str, isa) -> list[tuple[str, str, str]]:
+    """(backend, precision, detector_runtime) of each run. `all` on either axis: the default (auto) beside every
+    candidate its probe weighs here, one axis varied at a time while the other stays auto."""
+    from .detection.yolo import runtime_candidates as detector_candidates
+    from .runtime import runtime_candidates
+
+    encoders = [(backend, precision)]
+    if backend == "all":
+        encoders = [("auto", precision), *runtime_candidates(device, isa, precision)]
+        if device == "cpu" and precision in ("auto", "fp32"):
+            encoders.append(("onnxruntime", "fp32"))
+    detectors = list(dict.fromkeys(detector_runtimes))
+    if "all" in detectors:
+        detectors = ["auto", *detector_candidates()]
+    runs = [(b, p, detectors[0]) for b, p in encoders]
+    runs += [(encoders[0][0], encoders[0][1], d) for d in detectors[1:]]
+    return runs
+
+
 def compare(results: list[dict]) -> dict:
     """Side by side, per person count: each run's encoder speed-up over torch fp32, and the default
     (`backend: auto`) against the fastest explicit option measured in the same run (whole frame, median)."""
     out: dict = {"encoder_speedup_over_torch_fp32": {}, "default_vs_fastest_explicit": {}}
     for persons in sorted({r["persons"] for r in results}):
         runs = [r for r in results if r["persons"] == persons]
-        explicit = [r for r in runs if r["asked"]["backend"] != "auto"]
+        default = next((r for r in runs if _is_default(r)), None)
+        explicit = [r for r in runs if not _is_default(r)]
         base = next((r for r in explicit if (r["backend"], r["precision"]) == ("torch", "fp32")), None)
         for r in runs:
-            if base is not None and r is not base:
+            same_detector = base is not None and r["asked"].get("detector_runtime") == base["asked"].get(
+                "detector_runtime"
+            )
+            if same_detector and r is not base:
                 name = f"{r['asked']['backend']}:{r['backend']}-{r['precision']}-{persons}p"
                 speedup = base["stages_ms"]["encode"]["median"] / r["stages_ms"]["encode"]["median"]
                 out["encoder_speedup_over_torch_fp32"][name] = round(speedup, 3)
-        default = next((r for r in runs if r["asked"]["backend"] == "auto"), None)
         if default is not None and explicit:
             best = min(explicit, key=lambda r: r["stages_ms"]["frame"]["median"])
             out["default_vs_fastest_explicit"][f"{persons}p"] = {
-                "default": f"{default['backend']} {default['precision']}",
+                "default": f"{default['backend']} {default['precision']}, YOLO {default.get('detector_runtime')}",
                 "default_ms": default["stages_ms"]["frame"]["median"],
-                "fastest_explicit": f"{best['backend']} {best['precision']}",
+                "fastest_explicit": f"{best['backend']} {best['precision']}, YOLO {best.get('detector_runtime')}",
                 "fastest_ms": best["stages_ms"]["frame"]["median"],
                 "ratio": round(default["stages_ms"]["frame"]["median"] / best["stages_ms"]["frame"]["median"], 3),
             }
@@ -303,15 +342,13 @@ def compare(results: list[dict]) -> dict:
 
 def main_bench(args) -> int:
     from .machine import cpu_info
-    from .runtime import resolve_device, runtime_candidates
+    from .runtime import resolve_device
 
-    runs = [(args.backend, args.precision)]
     graphs = {"cuda_graphs": args.cuda_graphs} if args.cuda_graphs else {}
-    if args.backend == "all":  # the default beside every candidate its probe weighs here, so a user sees why
-        device = resolve_device(args.device)
-        runs = [("auto", args.precision), *runtime_candidates(device, cpu_info()["isa"], args.precision)]
-        if device == "cpu" and args.precision in ("auto", "fp32"):
-            runs.append(("onnxruntime", "fp32"))
+    # --backend all / --detector-runtime all: the default beside every candidate its probe weighs here
+    runs = bench_runs(
+        args.backend, args.precision, args.detector_runtime, resolve_device(args.device), cpu_info()["isa"]
+    )
     overrides = {"backbone": args.backbone, "pretrained": args.pretrained or "", "device": args.device}
     if args.model:
         overrides["model"] = args.model
@@ -320,7 +357,7 @@ def main_bench(args) -> int:
     results = []
     for persons in args.persons:
         for detector in args.detectors:
-            for backend, precision in runs:
+            for backend, precision, detector_runtime in runs:
                 params = load_params(
                     args.config,
                     {
@@ -328,7 +365,7 @@ def main_bench(args) -> int:
                         "backend": backend,
                         "precision": precision,
                         "detector": detector,
-                        "detector_runtime": args.detector_runtime,
+                        "detector_runtime": detector_runtime,
                         "detector_imgsz": args.detector_imgsz,
                         "max_persons": max(persons, 1),
                         **graphs,

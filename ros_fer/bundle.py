@@ -14,7 +14,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from .backends import BACKENDS, OnnxRuntimeBackend, TensorRTBackend, TorchBackend, export_onnx
+from .backends import BACKENDS, OnnxRuntimeBackend, OpenVinoBackend, TensorRTBackend, TorchBackend, export_onnx
 from .backends.tensorrt import import_tensorrt
 from .errors import ConfigError
 from .head import CACHE_KEYS, Head
@@ -102,11 +102,13 @@ class Bundle:
         return self.path / name
 
     def backend(self, kind: str, device: str = "cpu", precision: str = "fp32", **options):
-        """The image-side backend `kind` for this bundle (torch, onnxruntime or tensorrt)."""
+        """The image-side backend `kind` for this bundle (torch, onnxruntime, openvino or tensorrt)."""
         if kind == "torch":
             return TorchBackend(self.load_model(device), device, precision, options.get("cuda_graphs", False))
         if kind == "onnxruntime":
             return OnnxRuntimeBackend(self.onnx_path(precision), device, options.get("threads"))
+        if kind == "openvino":  # OpenVINO lowers precision itself; fp32 ONNX is the exact source
+            return OpenVinoBackend(self.onnx_path("fp32"), precision, device, options.get("threads"))
         if kind == "tensorrt":
             import_tensorrt()  # say it is missing before anything touches CUDA
             if not torch.cuda.is_available():

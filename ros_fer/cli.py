@@ -116,11 +116,16 @@ def _infer(args: argparse.Namespace) -> int:
     files = resolve_inputs(args.inputs)  # a missing path or an empty folder fails now, before the model loads
     bag_options = {"topic": args.topic, "start": args.start, "end": args.end, "every": args.every}
     bags = [f for f in files if is_bag(f)]
-    frames_in_bags = sum(-(-len(Bag(f, **bag_options)) // max(1, args.every)) for f in bags)  # topic checked now
+    frames_in_bags = 0
+    for f in bags:  # each bag's topic checked now, before the model loads; read again frame by frame later
+        with Bag(f, **bag_options) as bag:
+            frames_in_bags += -(-len(bag) // max(1, args.every))
     if args.out_bag and len(bags) != len(files):
         raise FerError("--out-bag records the /emotion of recordings: give only bags as inputs")
     pipeline = Pipeline.from_params(params)
     for line in pipeline.notes:  # the first lines: what runs, and why
+        print(f"ros-fer: {line}", file=sys.stderr)
+    if line := Pipeline.describe_warm_up(pipeline.warm_up(params["warmup_frame"])):
         print(f"ros-fer: {line}", file=sys.stderr)
     for line in pipeline.warnings:
         print(f"ros-fer: warning: {line}", file=sys.stderr)
@@ -303,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "torch", "onnxruntime", "tensorrt", "all"],
+        choices=["auto", "torch", "onnxruntime", "openvino", "tensorrt", "all"],
         help="all: the default (auto) beside every candidate its probe considers here, one run",
     )
     p.add_argument("--backbone", default="ViT-B-32")
@@ -316,7 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--detectors", nargs="+", default=["auto"], choices=["auto", "yolo", "opencv"], help="detectors to time"
     )
-    p.add_argument("--detector-runtime", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument(
+        "--detector-runtime",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "torch", "onnx", "openvino", "all"],
+        help="YOLO's runtime on the CPU; several (or all: auto beside each) are timed side by side",
+    )
     p.add_argument("--detector-imgsz", type=int, default=640, help="YOLO's input size (320, 480, 640, ...)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 3, 12, 48], help="encoder throughput batch sizes")
     p.add_argument("--person-weights", help="YOLO weights for the yolo detector (e.g. yolo11n-pose.yaml: random)")

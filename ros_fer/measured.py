@@ -27,12 +27,24 @@ def machine_key() -> dict:
     from .machine import cpu_info
 
     cpu = cpu_info()
+    versions = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "ros_fer": __version__}
+    versions["openvino"] = openvino_version()
     return {
         "cpu": cpu["model"],
         "isa": cpu["isa"],
         "threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "ros_fer": __version__},
+        "versions": versions,
     }
+
+
+def openvino_version() -> str | None:
+    """OpenVINO's version from its package metadata (importing it costs ~0.2 s), None where not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("openvino")
+    except PackageNotFoundError:
+        return None
 
 
 def key(what: dict) -> str:

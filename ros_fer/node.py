@@ -129,6 +129,8 @@ class FerNode(LifecycleNode):
         )
         for line in self.pipeline.notes:
             self.get_logger().info(line)
+        if line := Pipeline.describe_warm_up(self.pipeline.warm_up(self.params["warmup_frame"])):
+            self.get_logger().info(line)
         for line in self.pipeline.warnings:
             self.get_logger().warning(line)
         if note := self.label_set.rep155_note():

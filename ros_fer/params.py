@@ -44,17 +44,19 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "backend",
         "auto",
-        "image encoder backend; auto: measured once per machine and model (torch fp32, torch bf16 weights where the "
-        "CPU has native bf16, onnxruntime int8; CUDA: torch fp16), the fastest within its accuracy floor, cached",
-        ("auto", "torch", "onnxruntime", "tensorrt"),
+        "image encoder backend; auto: measured once per machine and model (torch fp32, torch bf16 weights and "
+        "OpenVINO bf16 where the CPU has native bf16, else OpenVINO fp32, onnxruntime int8; CUDA: torch fp16), the "
+        "fastest within its accuracy floor, cached",
+        ("auto", "torch", "onnxruntime", "openvino", "tensorrt"),
     ),
     Param("device", "auto", "cpu, cuda, cuda:N or auto (cuda when available)"),
     Param(
         "precision",
         "auto",
-        "fp32, fp16, bf16 (torch weights), int8 (onnxruntime: 7-bit weights checked against fp32 at load), auto "
-        "(backend auto: the probe's choice; CUDA fp16; CPU onnxruntime: int8, falling back to fp32 with a warning "
-        "where it fails that check; CPU torch: fp32)",
+        "fp32, fp16, bf16 (torch weights; OpenVINO, on CPUs with native bf16), int8 (onnxruntime: 7-bit weights "
+        "checked against fp32 at load), auto (backend auto: the probe's choice; CUDA fp16; CPU onnxruntime: int8, "
+        "falling back to fp32 with a warning where it fails that check; CPU openvino: bf16 where native, else fp32; "
+        "CPU torch: fp32)",
         ("auto", "fp32", "fp16", "bf16", "int8"),
     ),
     Param(
@@ -81,9 +83,10 @@ PARAMS: tuple[Param, ...] = (
     Param(
         "detector_runtime",
         "auto",
-        "how YOLO runs on the CPU: torch, onnx (ultralytics' ONNX export on onnxruntime, cached) or auto "
-        "(the faster one as measured); CUDA always runs torch",
-        ("auto", "torch", "onnx"),
+        "how YOLO runs on the CPU: torch, onnx (ultralytics' ONNX export on onnxruntime, cached), openvino "
+        "(ultralytics' OpenVINO export, cached) or auto (the fastest as measured, once per machine and weights); "
+        "CUDA always runs torch",
+        ("auto", "torch", "onnx", "openvino"),
     ),
     Param(
         "detector_imgsz",
@@ -97,6 +100,13 @@ PARAMS: tuple[Param, ...] = (
     Param("profile_faces", False, "with the OpenCV detector, also look for faces in profile (about 4x slower)"),
     Param("detector_max_side", 640, "with the OpenCV detector, frames are scaled down to this many pixels first"),
     Param("max_persons", 8, "at most this many persons per frame, closest first"),
+    Param(
+        "warmup_frame",
+        "640x480",
+        "the camera's frame size, WIDTHxHEIGHT: on CUDA with cuda_graphs, YOLO's graph for this size and the "
+        "encoder's graph for every person bucket up to max_persons are captured while the node configures (and "
+        "before `ros-fer infer`'s first frame), so no frame pauses for a capture; '' = capture at first use",
+    ),
     Param("smoothing", 0.6, "weight of the past in the per-track moving average of probabilities (0 = none)"),
     Param("hysteresis", 0.1, "a track's label changes only when another class leads it by more than this"),
     Param("unknown_threshold", 0.35, "below this smoothed confidence the label is 'unknown'"),

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import torch
 
-from .crops import CropBatch, Person, associate, crop_batch, crop_batch_tensor
+from .backends.graphs import bucket
+from .crops import CropBatch, Person, associate, crop_batch, crop_batch_tensor, crop_boxes
 from .detection import Detections, Detector, create_detector
 from .errors import ConfigError, InputShapeError
 from .image_conv import decode_bytes, decode_jpeg_tensor, is_jpeg
@@ -105,6 +106,17 @@ def as_rgb_tensor(frame: torch.Tensor) -> torch.Tensor:
             f"frame of {frame.shape[1]}x{frame.shape[0]} pixels is larger than the {MAX_PIXELS} allowed"
         )
     return frame
+
+
+def parse_frame_size(text: str) -> tuple[int, int]:
+    """`640x480` -> (640, 480); anything else is an error naming the parameter."""
+    try:
+        width, height = (int(v) for v in str(text).lower().split("x"))
+        if width > 0 and height > 0:
+            return width, height
+    except ValueError:
+        pass
+    raise ConfigError(f"parameter warmup_frame must be WIDTHxHEIGHT (e.g. 640x480) or '', got {text!r}")
 
 
 @dataclass
@@ -207,6 +219,8 @@ class Pipeline:
 
     @classmethod
     def from_params(cls, params: dict) -> Pipeline:
+        if params["warmup_frame"]:
+            parse_frame_size(params["warmup_frame"])  # a typo fails before anything loads
         runtime = build_runtime(params)
         detector = detector_from_params(params)
         tracker = Tracker(
@@ -219,6 +233,49 @@ class Pipeline:
         return cls(
             detector, runtime, params["max_persons"], tracker, params["valence_arousal"], params["keypoint_score"]
         )
+
+    def warm_up(self, frame: str = "640x480") -> dict:
+        """Capture now what the first frames would otherwise stop for: YOLO's graph for a `frame` (WIDTHxHEIGHT)
+        of zeros on the device, and the scorer's graph of every person bucket up to `max_persons` (the crop
+        shapes real frames give: `crops.crop_boxes` of that many people). Only where the torch backend runs
+        static shapes (`cuda_graphs`); elsewhere nothing to do. Returns what was warmed and how long it took."""
+        backend = self.runtime.backend
+        if not getattr(backend, "static", False) or self._scorer is None:
+            return {}
+        t0 = time.perf_counter()
+        done: dict = {"buckets": [], "frame": None}
+        width, height = parse_frame_size(frame) if frame else (640, 480)
+        detect = getattr(self.detector, "detect_tensor", None)
+        if frame and detect is not None and getattr(self.detector, "cuda_graphs", False):
+            zeros = torch.zeros((height, width, 3), dtype=torch.uint8, device=backend.device)
+            if detect(zeros, self.keypoint_score) is not None:
+                done["frame"] = frame
+        levels, size = self.runtime.levels, self.runtime.image_size
+        for persons in sorted({bucket(p) for p in range(1, max(self.max_persons, 1) + 1)}):
+            # people side by side, 64 px apart, each face inside its body: the crops a frame of them gives
+            people = [
+                Person(
+                    np.array([64 * i + 16, 16, 64 * i + 48, 48, 1], np.float32),
+                    np.array([64 * i + 4, 4, 64 * i + 60, min(height, 120), 1], np.float32),
+                )
+                for i in range(persons)
+            ]
+            boxes, index = crop_boxes(people, levels, max(height, 128), max(width, 64 * persons))
+            crops = torch.zeros((len(boxes), size, size, 3), dtype=torch.uint8, device=backend.device)
+            self._scorer(crops, index)
+            done["buckets"].append(persons)
+        if str(backend.device).startswith("cuda"):
+            torch.cuda.synchronize(backend.device)
+        done["ms"] = round((time.perf_counter() - t0) * 1e3, 1)
+        return done
+
+    @staticmethod
+    def describe_warm_up(done: dict) -> str:
+        """One log line for what `warm_up` captured, '' when nothing."""
+        if not done:
+            return ""
+        frame = f"YOLO at {done['frame']}, " if done.get("frame") else ""
+        return f"warm-up: {frame}person buckets {done['buckets']} ready before the first frame ({done['ms']:.0f} ms)"
 
     def _valence_arousal(self, on: bool) -> None:
         """The label set's valence and arousal per class (None when off: the message carries NaN)."""
@@ -263,7 +320,8 @@ class Pipeline:
         (`frame_t`, uploaded here if not given), or on the host by OpenCV."""
         if self.device_crops:
             frame_t = self.upload_frame(rgb) if frame_t is None else frame_t
-            return crop_batch_tensor(frame_t, persons, self.runtime.levels, self.runtime.image_size)
+            upload = self.runtime.backend.upload  # the boxes through the pinned buffers
+            return crop_batch_tensor(frame_t, persons, self.runtime.levels, self.runtime.image_size, upload)
         return crop_batch(rgb, persons, self.runtime.levels, self.runtime.image_size)
 
     def decode(self, data: bytes | np.ndarray, width: int | None = None, height: int | None = None):

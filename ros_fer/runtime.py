@@ -4,8 +4,6 @@ two, the text bank is computed once and cached, so no text encoder runs per fram
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from .backends import (
     INT8_MIN_COSINE,
     Int8ParityError,
     OnnxRuntimeBackend,
+    OpenVinoBackend,
     TensorRTBackend,
     TorchBackend,
     export_onnx,
@@ -29,7 +28,7 @@ from .bundle import MANIFEST, load_bundle
 from .errors import ConfigError, FerError
 from .head import Head
 from .labels import LabelSet, load_label_set
-from .measured import cached_choice, timed_ms
+from .measured import cached_choice, key, openvino_version, timed_ms
 from .models import FerModel, create_model, load_model
 from .models.factory import read_checkpoint_meta
 from .params import DEFAULTS
@@ -51,11 +50,16 @@ def graphs_on(params: dict, device: str) -> bool:
 
 
 def resolve_precision(precision: str, device: str, backend: str = "torch") -> str:
-    """auto: fp16 on CUDA; on the CPU int8 with onnxruntime (checked for parity, else fp32), fp32 with torch."""
+    """auto: fp16 on CUDA; on the CPU int8 with onnxruntime (checked for parity, else fp32), bf16 with
+    openvino where the CPU has native bf16 (else fp32), fp32 with torch."""
     if precision != "auto":
         return precision
     if device.startswith("cuda"):
         return "fp16"
+    if backend == "openvino":
+        from .machine import cpu_info
+
+        return "bf16" if native_bf16(cpu_info()["isa"]) else "fp32"
     return "int8" if backend == "onnxruntime" else "fp32"
 
 
@@ -98,10 +102,6 @@ def _label_set(manifest: dict) -> LabelSet:
     return labels
 
 
-def _key(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def model_from_params(params: dict, device: str) -> FerModel:
     """The torch model `params["model"]` names: a trained checkpoint, or a method config with the params'
     backbone, labels and levels."""
@@ -132,7 +132,7 @@ def pretrained_tag(params: dict) -> str | None:
 def _bank(params: dict, model: FerModel) -> TextBank:
     if params["text_bank"]:
         return TextBank.load(params["text_bank"]).check(model)
-    path = cache_dir() / "text_banks" / f"{_key(model.identity())}.safetensors"
+    path = cache_dir() / "text_banks" / f"{key(model.identity())}.safetensors"
     if path.is_file():
         return TextBank.load(path).check(model)
     bank = build_text_bank(model)  # once; later starts read the cache
@@ -152,14 +152,20 @@ def native_bf16(isa) -> bool:
     return "amx_bf16" in isa or "avx512_bf16" in isa
 
 
-def runtime_candidates(device: str, isa, precision: str = "auto", graphs_of=("fp32", "fp16", "int8")):
+def runtime_candidates(
+    device: str, isa, precision: str = "auto", graphs_of=("fp32", "fp16", "int8"), openvino: bool | None = None
+):
     """(backend, precision) pairs `backend: auto` considers here, torch fp32 (the reference) first on the CPU.
     CUDA: torch fp16 (with CUDA graphs where on); TensorRT only when asked for by name. CPU: torch fp32,
-    torch bf16 where the CPU has native bf16, onnxruntime int8 where the model has (or can export) that graph.
-    An explicit precision keeps only its own candidates."""
+    torch bf16 where the CPU has native bf16, OpenVINO (installed, and the model has or can export the fp32
+    graph) in bf16 where the CPU has native bf16 and in fp32 elsewhere, onnxruntime int8 where the model has
+    (or can export) that graph. An explicit precision keeps only its own candidates."""
     if device.startswith("cuda"):
         return [("torch", "fp16" if precision == "auto" else precision)]
-    pairs = [("torch", "fp32")] + ([("torch", "bf16")] if native_bf16(isa) else [])
+    bf16 = native_bf16(isa)
+    pairs = [("torch", "fp32")] + ([("torch", "bf16")] if bf16 else [])
+    if (openvino_version() is not None if openvino is None else openvino) and "fp32" in graphs_of:
+        pairs.append(("openvino", "bf16" if bf16 else "fp32"))
     pairs += [("onnxruntime", "int8")] if "int8" in graphs_of else []
     if precision != "auto":
         pairs = [pair for pair in pairs if pair[1] == precision] or [("torch", precision)]
@@ -290,6 +296,8 @@ def build_runtime(params: dict) -> Runtime:
                 return TorchBackend(model, device, p, graphs)
             if k == "onnxruntime":
                 return OnnxRuntimeBackend(_cached_onnx(model, p), device)
+            if k == "openvino":  # OpenVINO lowers precision itself; fp32 ONNX is the exact source
+                return OpenVinoBackend(_cached_onnx(model, "fp32"), p, device)
             reference = lambda: TorchBackend(model.to(device), device, "fp32").encode  # noqa: E731
             onnx = _cached_onnx(model, "fp32")  # TensorRT lowers precision itself
             return TensorRTBackend(onnx, cache_dir() / "engines", p, reference=reference, device=device)
@@ -312,7 +320,7 @@ def build_runtime(params: dict) -> Runtime:
 
 def _cached_onnx(model: FerModel, precision: str) -> Path:
     """The image side exported once per model identity and precision, then reused."""
-    onnx = cache_dir() / "onnx" / f"{_key(model.identity())}.{precision}.onnx"
+    onnx = cache_dir() / "onnx" / f"{key(model.identity())}.{precision}.onnx"
     stale = not onnx.is_file() or read_onnx_meta(onnx)["identity"] != model.identity()
     if precision == "int8":  # an int8 graph of an older export carries no parity reference
         stale = stale or not parity_path(onnx).is_file()

@@ -210,6 +210,12 @@ class Bag:
         self.connections = [c for c in images if c.topic == self.topic]
         self.store = typestore()
 
+    def __enter__(self) -> Bag:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.reader.close()
+
     def __len__(self) -> int:
         """Messages of the camera topic (before --start/--end/--every thin them)."""
         return sum(c.msgcount for c in self.connections)

@@ -16,6 +16,7 @@ from ros_fer.crops import (
     crop_square,
     crop_tensor,
     letterbox_box,
+    pyramid_level,
     square,
 )
 
@@ -49,6 +50,28 @@ def test_device_crops_match_host_crops(name, size):
     diff = np.abs(host - device.numpy().astype(int)).reshape(len(boxes), -1)
     assert diff.mean(axis=1).max() <= MEAN_TOLERANCE
     assert np.percentile(diff, 99, axis=1).max() <= P99_TOLERANCE
+
+
+def test_device_crops_send_their_boxes_in_one_upload():
+    """The boxes of every pyramid level cross to the device as one array, through the caller's `upload` (the
+    torch backend's pinned buffers on CUDA), and the crops come back in the boxes' order."""
+    rgb = photo("bus.jpg")
+    boxes = np.stack([square(b, 1.0) for b in boxes_for(*rgb.shape[:2])])[::-1].copy()  # big ones first
+    levels = {pyramid_level(float(b[2] - b[0]), 64) for b in boxes}
+    assert len(levels) >= 2  # several levels, not in level order
+    sent = []
+
+    def upload(array):
+        sent.append(array.copy())
+        return torch.from_numpy(array)
+
+    frame = torch.from_numpy(rgb)
+    got = crop_tensor(frame, boxes, 64, upload)
+    assert len(sent) == 1 and sent[0].shape == (len(boxes), 6)
+    assert sorted(sent[0][:, 5].astype(int)) == list(range(len(boxes)))  # every output row once
+    assert torch.equal(got, crop_tensor(frame, boxes, 64))
+    host = np.stack([crop_square(rgb, b, 64) for b in boxes]).astype(int)
+    assert np.abs(host - got.numpy().astype(int)).reshape(len(boxes), -1).mean(axis=1).max() <= MEAN_TOLERANCE
 
 
 def ramp(h: int = 40, w: int = 200) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import person_result, tiny
+from conftest import person_result, photo, tiny
 
 from ros_fer.backends import OnnxRuntimeBackend, TorchBackend, export_onnx
 from ros_fer.crops import Person, associate, crop_batch, make_crops
@@ -161,6 +161,27 @@ def test_yolo_onnx_runtime_matches_torch(tmp_path):
     got = by_onnx.detect(frame)
     np.testing.assert_allclose(got.bodies, by_torch.bodies, atol=0.5)
     np.testing.assert_allclose(got.keypoints, by_torch.keypoints, atol=0.5)
+
+
+def test_yolo_openvino_runtime_matches_torch(tmp_path):
+    """ultralytics' own OpenVINO export (fp32 IR), cached once per weights and size, finds what torch finds."""
+    from ultralytics import YOLO
+
+    weights = tmp_path / "pose.pt"
+    YOLO(random_pose()).save(str(weights))
+    # square: the static 640x640 export letterboxes a 640x480 frame differently from torch's 640x480 input, and
+    # random weights answer in input coordinates
+    frame = np.ascontiguousarray(photo("zidane.jpg")[:640, :640, ::-1])
+    by_torch = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="torch").detect(frame)
+    by_openvino = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="openvino", imgsz=640)
+    exported = list((tmp_path / "cache" / "ros_fer" / "yolo").glob("pose.*.640_openvino_model"))
+    assert len(exported) == 1 and (exported[0] / "metadata.yaml").is_file()
+    got = by_openvino.detect(frame)
+    assert len(got.bodies) == len(by_torch.bodies) == 5
+    np.testing.assert_allclose(got.bodies, by_torch.bodies, atol=0.5)
+    np.testing.assert_allclose(got.keypoints, by_torch.keypoints, atol=0.5)
+    YoloDetector(str(weights), runtime="openvino")  # the cached export is reused, not made again
+    assert list((tmp_path / "cache" / "ros_fer" / "yolo").glob("*_openvino_model")) == exported
 
 
 def test_auto_falls_back_to_haar_offline_with_one_line(tmp_path):

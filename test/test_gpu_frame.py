@@ -17,6 +17,7 @@ from ros_fer.backends.graphs import BUCKETS, ShapeGraphs, bucket, pad_batch
 from ros_fer.crops import associate
 from ros_fer.detection import Detections
 from ros_fer.detection.keypoints import WHY, face_from_keypoints
+from ros_fer.errors import ConfigError
 from ros_fer.image_conv import ImageError, decode_bytes, decode_compressed, decode_jpeg_tensor, is_jpeg
 from ros_fer.params import load_params
 from ros_fer.pipeline import Pipeline, as_rgb_tensor
@@ -324,3 +325,52 @@ def test_a_loaded_frame_waits_for_its_upload_before_coming_to_the_host():
 
     frame = LoadedFrame(None, Tensor(), Ready(), 0.0)
     assert frame.host().shape == (2, 2, 3) and order == ["waited", "read"]
+
+
+def test_warm_up_prepares_every_person_bucket_before_the_first_frame():
+    """With static shapes (what CUDA graphs replay; turned on here without a GPU), `warm_up` runs the scorer
+    once per person bucket up to max_persons, in the crop shapes real frames give: frames of 1..max_persons
+    people then find their entry ready (no new shape, so on CUDA no capture at a frame)."""
+    over = {"backbone": "tiny-random", "pretrained": "", "device": "cpu", "backend": "torch", "max_persons": 6}
+    params = load_params(None, over)
+    runtime = build_runtime(params)
+    assert Pipeline(FixedPeople(), runtime).warm_up("640x480") == {}  # nothing static: nothing to prepare
+    runtime.backend.static = True
+    pipeline = Pipeline(FixedPeople(), runtime, max_persons=6)
+    done = pipeline.warm_up("640x480")
+    assert done["buckets"] == [1, 2, 4, 8] and done["frame"] is None  # no CUDA detector graph on the CPU
+    assert "person buckets [1, 2, 4, 8]" in Pipeline.describe_warm_up(done)
+    entries = set(pipeline._scorer.runner.entries)
+    assert len(entries) == 4
+    rgb = photo("bus.jpg")
+    for persons in range(1, 7):
+        faces = [(40 + 120 * i, 400, 100 + 120 * i, 460) for i in range(persons)]
+        bodies = [(20 + 120 * i, 380, 120 + 120 * i, 900) for i in range(persons)]
+        pipeline.detector = FixedPeople(faces, bodies)
+        assert len(pipeline.process(rgb, "rgb").persons) == persons
+        assert set(pipeline._scorer.runner.entries) == entries, persons  # every frame met a prepared shape
+    with pytest.raises(ConfigError, match="warmup_frame must be WIDTHxHEIGHT"):
+        Pipeline.from_params({**params, "warmup_frame": "640*480"})
+
+
+@cuda_only
+def test_numpy_frames_stream_through_the_pinned_ring_on_the_upload_stream(tmp_path):
+    """Raw numpy frames (no JPEG) streamed back to back: each is uploaded through the backend's pinned buffers
+    on the pipeline's upload stream while the previous frame computes; every frame's result equals the same
+    frame processed alone (a buffer reused before its copy left would mix frames)."""
+    params = load_params(None, {"backbone": "tiny-random", "pretrained": "", "device": "cuda", "precision": "fp32"})
+    pipeline = Pipeline(FixedPeople(), build_runtime(params))
+    assert pipeline.gpu_frame and pipeline._upload_stream is not None
+    base = photo("bus.jpg")
+    frames = [np.ascontiguousarray(np.roll(base, 97 * i, axis=1)) for i in range(6)]  # same shape, new pixels
+    alone = [pipeline.process(f, "rgb").persons for f in frames]
+    pipeline.reset()
+    streamed = [r.persons for r in pipeline.stream(frames, "rgb")]
+    assert len(streamed) == len(frames)
+    for want, got in zip(alone, streamed, strict=True):
+        assert len(want) == len(got) >= 1
+        for a, b in zip(want, got, strict=True):
+            np.testing.assert_allclose(a.raw_scores, b.raw_scores, atol=1e-4)
+    ring = pipeline.runtime.backend._pinned
+    frame_key = (torch.uint8, tuple(base.shape))
+    assert frame_key in ring._rings and all(slot[0].is_pinned() for slot in ring._rings[frame_key])

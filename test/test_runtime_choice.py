@@ -16,8 +16,9 @@ from conftest import photo
 
 import ros_fer.machine as machine
 import ros_fer.runtime as runtime
-from ros_fer.backends import OnnxRuntimeBackend, TorchBackend, export_onnx
+from ros_fer.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, export_onnx
 from ros_fer.crops import Person, crop_batch
+from ros_fer.errors import ConfigError
 from ros_fer.params import load_params
 
 ISA_AMX = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
@@ -27,7 +28,18 @@ def test_bf16_is_offered_only_where_the_cpu_has_it():
     assert ("torch", "bf16") in runtime.runtime_candidates("cpu", ISA_AMX)
     assert ("torch", "bf16") in runtime.runtime_candidates("cpu", ["avx2", "avx512f", "avx512_bf16"])
     assert ("torch", "bf16") not in runtime.runtime_candidates("cpu", ["avx2", "fma", "avx512f", "avx512_vnni"])
-    assert runtime.runtime_candidates("cpu", ["avx2"]) == [("torch", "fp32"), ("onnxruntime", "int8")]
+    assert runtime.runtime_candidates("cpu", ["avx2"], openvino=False) == [("torch", "fp32"), ("onnxruntime", "int8")]
+    # OpenVINO where installed: bf16 where the CPU has it natively, fp32 elsewhere; it needs the fp32 graph
+    avx2 = runtime.runtime_candidates("cpu", ["avx2"], openvino=True)
+    assert avx2 == [("torch", "fp32"), ("openvino", "fp32"), ("onnxruntime", "int8")]
+    amx = runtime.runtime_candidates("cpu", ISA_AMX, openvino=True)
+    assert ("openvino", "bf16") in amx and ("openvino", "fp32") not in amx
+    assert ("openvino", "bf16") not in runtime.runtime_candidates("cpu", ISA_AMX, openvino=False)
+    assert "openvino" not in dict(runtime.runtime_candidates("cpu", ISA_AMX, graphs_of=("int8",), openvino=True))
+    import importlib.util
+
+    installed = importlib.util.find_spec("openvino") is not None
+    assert any(b == "openvino" for b, _ in runtime.runtime_candidates("cpu", ["avx2"])) == installed
     # the real CPU's flags, read here from /proc/cpuinfo independently of ros_fer.machine
     flags = set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -40,6 +52,10 @@ def test_bf16_is_offered_only_where_the_cpu_has_it():
     assert runtime.runtime_candidates("cuda", ISA_AMX) == [("torch", "fp16")]
     assert runtime.runtime_candidates("cpu", ISA_AMX, "int8") == [("onnxruntime", "int8")]
     assert runtime.runtime_candidates("cpu", ISA_AMX, "fp32") == [("torch", "fp32")]
+    assert runtime.runtime_candidates("cpu", ISA_AMX, "bf16", openvino=True) == [
+        ("torch", "bf16"),
+        ("openvino", "bf16"),
+    ]
     assert ("onnxruntime", "int8") not in runtime.runtime_candidates("cpu", ISA_AMX, graphs_of=("fp32",))
 
 
@@ -61,12 +77,14 @@ def test_the_fastest_accurate_candidate_is_picked():
 @pytest.fixture
 def fixed_timings(tmp_path, monkeypatch):
     """A probe that times every candidate at a fixed figure (speed is not what is tested), on a CPU that
-    offers all three candidates, with a fresh cache."""
+    offers every candidate, with a fresh cache. OpenVINO bf16 is timed slower than torch bf16, so the
+    choices below hold where it cannot be built (a CPU without native bf16 under the patched flags)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(
         machine, "cpu_info", lambda: {"model": "Test CPU", "isa": ISA_AMX, "arch": "x86_64", "cores": 2, "vnni": True}
     )
-    times = {"fp32": 100.0, "bf16": 40.0, "int8": 30.0}
+    times = {("torch", "fp32"): 100.0, ("torch", "bf16"): 40.0, ("openvino", "bf16"): 45.0}
+    times[("onnxruntime", "int8")] = 30.0
     state = {"current": None, "probes": 0}
 
     def timed(fn):
@@ -80,7 +98,7 @@ def fixed_timings(tmp_path, monkeypatch):
         state["probes"] += 1
 
         def tracked(kind, precision):
-            state["current"] = precision
+            state["current"] = (kind, precision)
             return make(kind, precision)
 
         return real_probe(tracked, pairs, levels, size)
@@ -98,8 +116,12 @@ def test_the_probe_choice_is_cached_and_measured_again_when_anything_changes(fix
     first = runtime.build_runtime(tiny_params())
     assert state["probes"] == 1 and first.choice["probed"] and "cached" not in first.choice
     assert (first.backend.name, first.backend.precision) == ("onnxruntime", "int8")  # the fastest, 30 ms
-    assert [f["ms"] for f in first.choice["figures"]] == [200.0, 80.0, 60.0]  # two frames each (1 and 4 people)
-    assert all(f["min_cosine"] >= runtime.COSINE_FLOORS[f["precision"]] for f in first.choice["figures"])
+    figures = {(f["backend"], f["precision"]): f for f in first.choice["figures"]}
+    assert list(figures) == runtime.runtime_candidates("cpu", ISA_AMX)
+    timed = {pair: f["ms"] for pair, f in figures.items() if f["ms"] is not None}
+    assert timed == {pair: 2 * times[pair] for pair in timed}  # two frames each (1 and 4 people)
+    assert set(timed) >= {("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "int8")}
+    assert all(f["min_cosine"] >= runtime.COSINE_FLOORS[f["precision"]] for f in figures.values() if f["ms"])
     again = runtime.build_runtime(tiny_params())
     assert state["probes"] == 1 and again.choice["cached"]  # the cache: nothing measured
     assert (again.backend.name, again.backend.precision) == ("onnxruntime", "int8")
@@ -120,8 +142,8 @@ def test_a_less_accurate_candidate_is_never_chosen(fixed_timings, monkeypatch):
     monkeypatch.setitem(runtime.COSINE_FLOORS, "int8", 0.99999999)  # int8 fails its floor on every machine
     chosen = runtime.build_runtime(tiny_params())
     assert (chosen.backend.name, chosen.backend.precision) == ("torch", "bf16")
-    assert "rejected" in chosen.choice["figures"][2]
-    times["bf16"] = 500.0  # slower than fp32 now (another model, measured again)
+    assert "rejected" in next(f for f in chosen.choice["figures"] if f["precision"] == "int8")
+    times[("torch", "bf16")] = times[("openvino", "bf16")] = 500.0  # slower than fp32 now (another model)
     chosen = runtime.build_runtime(tiny_params(labels="caers"))
     assert (chosen.backend.name, chosen.backend.precision) == ("torch", "fp32")
 
@@ -132,8 +154,11 @@ def test_an_explicit_backend_or_precision_always_wins(fixed_timings):
     assert (explicit.backend.name, explicit.backend.precision) == ("torch", "fp32") and explicit.choice is None
     explicit = runtime.build_runtime(tiny_params(backend="onnxruntime", precision="fp32"))
     assert (explicit.backend.name, explicit.backend.precision) == ("onnxruntime", "fp32")
-    only = runtime.build_runtime(tiny_params(precision="bf16"))  # backend auto, precision given: one candidate
-    assert (only.backend.name, only.backend.precision) == ("torch", "bf16") and not only.choice["probed"]
+    only = runtime.build_runtime(tiny_params(precision="int8"))  # backend auto, precision given: one candidate
+    assert (only.backend.name, only.backend.precision) == ("onnxruntime", "int8") and not only.choice["probed"]
+    assert state["probes"] == 0
+    openvino = runtime.build_runtime(tiny_params(backend="openvino", precision="fp32"))
+    assert (openvino.backend.name, openvino.backend.precision) == ("openvino", "fp32") and openvino.choice is None
     assert state["probes"] == 0
 
 
@@ -166,6 +191,46 @@ def test_bf16_and_int8_hold_their_floors_against_fp32_on_photographs(tmp_path):
     int8 = min_cos(OnnxRuntimeBackend(export_onnx(model, tmp_path / "int8.onnx", "int8")).encode(images, index))
     assert bf16 >= 0.999, bf16
     assert int8 >= 0.99, int8
+    fp32_graph = export_onnx(model, tmp_path / "fp32.onnx", "fp32")
+    openvino_fp32 = min_cos(OpenVinoBackend(fp32_graph, "fp32", compiled_cache=tmp_path / "ov").encode(images, index))
+    assert openvino_fp32 >= 0.9999, openvino_fp32
+    if native_bf16_on_this_cpu():
+        openvino_bf16 = OpenVinoBackend(fp32_graph, "bf16", compiled_cache=tmp_path / "ov")
+        assert min_cos(openvino_bf16.encode(images, index)) >= 0.999
+        again = OpenVinoBackend(fp32_graph, "bf16", compiled_cache=tmp_path / "ov")  # from OpenVINO's cache
+        torch.testing.assert_close(again.encode(images, index), openvino_bf16.encode(images, index))
+        assert list((tmp_path / "ov").iterdir())  # the compiled model was cached there
+    else:  # OpenVINO would quietly compute fp32: refused with what to do
+        with pytest.raises(ConfigError, match="native bf16.*use precision fp32"):
+            OpenVinoBackend(fp32_graph, "bf16")
+
+
+def native_bf16_on_this_cpu() -> bool:
+    """Read from /proc/cpuinfo here, independently of ros_fer.machine."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return bool(set(line.split(":", 1)[1].split()) & {"amx_bf16", "avx512_bf16"})
+    return False
+
+
+def test_bench_runs_vary_one_axis_at_a_time_beside_the_default():
+    from ros_fer.bench import bench_runs
+
+    runs = bench_runs("all", "auto", ["all"], "cpu", ISA_AMX)
+    encoders = runtime.runtime_candidates("cpu", ISA_AMX)
+    assert runs[0] == ("auto", "auto", "auto")  # the default first
+    assert runs[1 : 1 + len(encoders)] == [(b, p, "auto") for b, p in encoders]
+    assert runs[1 + len(encoders)] == ("onnxruntime", "fp32", "auto")
+    assert runs[2 + len(encoders) :] == [
+        ("auto", "auto", "torch"),
+        ("auto", "auto", "onnx"),
+        ("auto", "auto", "openvino"),
+    ]
+    assert bench_runs("torch", "bf16", ["auto"], "cpu", ISA_AMX) == [("torch", "bf16", "auto")]
+    assert bench_runs("torch", "fp32", ["torch", "openvino"], "cpu", ISA_AMX) == [
+        ("torch", "fp32", "torch"),
+        ("torch", "fp32", "openvino"),
+    ]
 
 
 def test_bench_all_shows_the_default_beside_every_candidate(tmp_path):
@@ -228,8 +293,8 @@ def test_the_yolo_detector_reports_frame_coordinates_at_each_imgsz(imgsz):
 
 
 def test_detector_runtime_auto_measures_once_and_caches(tmp_path, monkeypatch):
-    """With a real weights file (random pose weights saved by ultralytics), `auto` times torch and onnxruntime
-    on the sample frame, takes the faster, and the next start reads the choice."""
+    """With a real weights file (random pose weights saved by ultralytics), `auto` times torch, onnxruntime and
+    OpenVINO on the sample frame, takes the fastest, and the next start reads the choice."""
     from ultralytics import YOLO
 
     from ros_fer.detection.yolo import YoloDetector
@@ -238,7 +303,7 @@ def test_detector_runtime_auto_measures_once_and_caches(tmp_path, monkeypatch):
     weights = tmp_path / "pose.pt"
     YOLO("yolo11n-pose.yaml").save(str(weights))
     first = YoloDetector(str(weights), runtime="auto", imgsz=320)
-    assert set(first.choice["ms"]) == {"torch", "onnx"} and "cached" not in first.choice
+    assert set(first.choice["ms"]) == {"torch", "onnx", "openvino"} and "cached" not in first.choice
     assert first.runtime == min(first.choice["ms"], key=first.choice["ms"].get)
     assert "detector_runtime auto:" in first.notes[0] and "measured now" in first.notes[0]
     again = YoloDetector(str(weights), runtime="auto", imgsz=320)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from .base import PRECISIONS, Backend
 from .image_side import ImageSide
 from .onnx import INT8_MIN_COSINE, Int8ParityError, OnnxRuntimeBackend, export_onnx, parity_path, read_onnx_meta
+from .openvino import OpenVinoBackend
 from .tensorrt import TensorRTBackend
 from .torch_backend import TorchBackend
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 __all__ = [
     "BACKENDS",
@@ -18,6 +19,7 @@ __all__ = [
     "Backend",
     "ImageSide",
     "OnnxRuntimeBackend",
+    "OpenVinoBackend",
     "TensorRTBackend",
     "TorchBackend",
     "export_onnx",

@@ -7,7 +7,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: onnxruntime dynamic quantisation; bf16: torch weights
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: onnxruntime dynamic quantisation; bf16: torch weights, OpenVINO
 
 
 class Backend(Protocol):

@@ -3,8 +3,8 @@ model's person class for bodies, plus an optional face model; on the GPU where t
 
 Weights: a path, or an ultralytics asset name such as `yolo11n-pose.pt`, looked up in ros_fer's cache
 (~/.cache/ros_fer/yolo), ultralytics' weights folder and the working directory, and fetched once into
-ros_fer's cache on a connected machine. On the CPU the model runs through torch or through onnxruntime
-(ultralytics' own ONNX export, made once and cached beside the weights)."""
+ros_fer's cache on a connected machine. On the CPU the model runs through torch, onnxruntime or OpenVINO
+(ultralytics' own ONNX and OpenVINO exports, made once and cached beside the weights)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .keypoints import faces_from_keypoints
 
 PERSON = 0  # COCO class id
 MAX_GRAPHS = 4  # frame sizes a detector keeps CUDA graphs for
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx", "openvino")
 
 
 def yolo_cache() -> Path:
@@ -108,22 +108,49 @@ def _onnx_export(model, weights: str, imgsz: int) -> str:
     return str(target)
 
 
+def _openvino_export(model, weights: str, imgsz: int) -> str:
+    """ultralytics' OpenVINO export (an fp32 IR folder) of `model`, made once per weights file and input size,
+    cached in yolo_cache()."""
+    target = yolo_cache() / f"{Path(weights).stem}.{weights_digest(weights)}.{imgsz}_openvino_model"
+    if not (target / "metadata.yaml").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        made = Path(model.export(format="openvino", imgsz=imgsz, dynamic=False, half=False, verbose=False))
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(str(made), target)
+    return str(target)
+
+
+EXPORTS = {"onnx": _onnx_export, "openvino": _openvino_export}
+
+
+def runtime_candidates() -> list[str]:
+    """The runtimes `detector_runtime: auto` weighs on this machine: torch, onnxruntime, and OpenVINO where
+    it is installed."""
+    from ..measured import openvino_version
+
+    return ["torch", "onnx"] + (["openvino"] if openvino_version() else [])
+
+
 def runtime_choice(yolo, model, weights: str, imgsz: int, predict) -> dict:
-    """`detector_runtime: auto` on the CPU: torch and onnxruntime (ultralytics' ONNX export) each timed on the
-    sample frame (people from a real photograph), the faster taken; measured once per machine, weights and
-    input size, then cached (`measured.cached_choice`, the rule the encoder's runtime follows)."""
+    """`detector_runtime: auto` on the CPU: torch, onnxruntime and OpenVINO (ultralytics' ONNX and OpenVINO
+    exports) each timed on the sample frame (people from a real photograph), the fastest taken; measured once
+    per machine, weights and input size, then cached (`measured.cached_choice`, the rule the encoder's
+    runtime follows)."""
     from ..crops import sample_frame
     from ..machine import describe_cpu
     from ..measured import cached_choice, timed_ms
 
     frame = sample_frame(2)[0]
+    names = runtime_candidates()
 
     def measure() -> dict:
-        candidates = {"torch": model, "onnx": yolo(_onnx_export(model, weights, imgsz), task=model.task)}
-        ms = {name: round(timed_ms(lambda m=m: predict(m, frame, None)), 2) for name, m in candidates.items()}
+        ms = {}
+        for name in names:
+            candidate = model if name == "torch" else yolo(EXPORTS[name](model, weights, imgsz), task=model.task)
+            ms[name] = round(timed_ms(lambda m=candidate: predict(m, frame, None)), 2)
         return {"runtime": min(ms, key=ms.get), "ms": ms, "imgsz": imgsz, "machine": describe_cpu()}
 
-    return cached_choice("detector", {"weights": weights_digest(weights), "imgsz": imgsz}, measure)
+    return cached_choice("detector", {"weights": weights_digest(weights), "imgsz": imgsz, "runtimes": names}, measure)
 
 
 def describe_detector_choice(choice: dict) -> str:
@@ -155,8 +182,8 @@ class YoloDetector:
             raise ConfigError("the yolo detector needs person_weights, face_weights or both")
         self.device, self.confidence, self.imgsz, self.max_det = device, confidence, imgsz, max_det
         self.person = self.face = None
-        # CUDA: torch. CPU: `auto` measures torch and onnxruntime once per machine and weights (`runtime_choice`)
-        # and takes the faster: onnxruntime won on a 2-core AVX2 EPYC, torch on an AMX Xeon (README figures).
+        # CUDA: torch. CPU: `auto` measures torch, onnxruntime and OpenVINO once per machine and weights
+        # (`runtime_choice`) and takes the fastest (README figures: OpenVINO 2-3x torch on an AMX Xeon).
         self.runtime = "torch" if str(device).startswith("cuda") else runtime
         self.choice: dict | None = None  # what `auto` measured and chose (None: nothing measured)
         self.person_path = ""  # the resolved person weights (a file, or a *.yaml definition)
@@ -191,8 +218,8 @@ class YoloDetector:
         if self.runtime == "auto":
             self.choice = runtime_choice(yolo, model, path, self.imgsz, self._predict)
             self.runtime = self.choice["runtime"]
-        if self.runtime == "onnx":
-            model = yolo(_onnx_export(model, path, self.imgsz), task=model.task)
+        if self.runtime in EXPORTS:
+            model = yolo(EXPORTS[self.runtime](model, path, self.imgsz), task=model.task)
         return model, path
 
     def _predict(self, model, bgr: np.ndarray, classes: list[int] | None):
@@ -234,8 +261,8 @@ class YoloDetector:
             return None
         import torch
 
-        if self._device_model is None:
-            model = copy.deepcopy(self.person.model).to(frame.device).eval()
+        if self._device_model is None:  # fused (conv + batch norm) once, before any copy per frame size
+            model = copy.deepcopy(self.person.model).eval().fuse(verbose=False).to(frame.device)
             self._device_model = model.half() if frame.device.type == "cuda" else model
         h, w = frame.shape[:2]
         model = self._device_model
@@ -336,10 +363,10 @@ def decode_pose(
     boxes = torch.cat([cxcy - wh / 2, cxcy + wh / 2], dim=1)
     keep = batched_nms(boxes, score, cls, iou)[:max_det]
     boxes, scores, kps = boxes[keep], score[keep], pred[keep, 4 + nc :].reshape(-1, 17, 3).clone()
-    offset = torch.tensor([pad[0], pad[1]], dtype=boxes.dtype, device=boxes.device)
-    limit = torch.tensor([w, h], dtype=boxes.dtype, device=boxes.device)
-    boxes = ((boxes.view(-1, 2, 2) - offset) / r).clamp(min=0).minimum(limit).view(-1, 4)
-    kps[..., :2] = ((kps[..., :2] - offset) / r).clamp(min=0).minimum(limit)  # inside the frame, as boxes
+    # back to frame pixels, inside the frame (keypoints as boxes); Python scalars: nothing crosses to the device
+    for points in (boxes.view(-1, 2, 2), kps):
+        points[..., 0] = ((points[..., 0] - pad[0]) / r).clamp(0, w)
+        points[..., 1] = ((points[..., 1] - pad[1]) / r).clamp(0, h)
     return torch.cat([boxes, scores[:, None]], dim=1), kps
 
 

@@ -129,8 +129,11 @@ class FerNode(LifecycleNode):
         )
         for line in self.pipeline.notes:
             self.get_logger().info(line)
-        if line := Pipeline.describe_warm_up(self.pipeline.warm_up(self.params["warmup_frame"])):
-            self.get_logger().info(line)
+        try:
+            if line := Pipeline.describe_warm_up(self.pipeline.warm_up(self.params["warmup_frame"])):
+                self.get_logger().info(line)
+        except (RuntimeError, FerError) as exc:  # e.g. out of GPU memory: the frames capture at first use
+            self.get_logger().warning(f"warm-up failed ({exc}); graphs are captured at first use instead")
         for line in self.pipeline.warnings:
             self.get_logger().warning(line)
         if note := self.label_set.rep155_note():

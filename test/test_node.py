@@ -294,7 +294,8 @@ def test_debug_image_diagnostics_and_clean_shutdown(e2e):
     assert e2e["alive_at_end"] and e2e["node_exit"] == 0
     # the defaults on a machine without a GPU: backend auto measures the CPU's candidates and says what it took
     log = e2e["node_log_head"]
-    chosen = re.search(r"backend auto: (torch fp32|torch bf16|onnxruntime int8) on .*measured", log)
+    candidates = "torch fp32|torch bf16|openvino bf16|openvino fp32|onnxruntime int8"
+    chosen = re.search(rf"backend auto: ({candidates}) on .*measured", log)
     assert chosen, log
     assert f"backend {chosen.group(1)} on cpu" in log, log
 

@@ -196,6 +196,10 @@ def test_bf16_and_int8_hold_their_floors_against_fp32_on_photographs(tmp_path):
     assert openvino_fp32 >= 0.9999, openvino_fp32
     if native_bf16_on_this_cpu():
         openvino_bf16 = OpenVinoBackend(fp32_graph, "bf16", compiled_cache=tmp_path / "ov")
+        import openvino
+
+        # what OpenVINO itself says it compiled: bf16 arithmetic, not fp32 under another name
+        assert openvino_bf16.compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.bf16
         assert min_cos(openvino_bf16.encode(images, index)) >= 0.999
         again = OpenVinoBackend(fp32_graph, "bf16", compiled_cache=tmp_path / "ov")  # from OpenVINO's cache
         torch.testing.assert_close(again.encode(images, index), openvino_bf16.encode(images, index))

@@ -77,6 +77,7 @@ def run_bench(
     jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     found = len(associate(pipeline.detector.detect(np.ascontiguousarray(frame[:, :, ::-1])), *FRAME[::-1], persons))
     detector_choice = getattr(pipeline.detector, "choice", None)  # detector_runtime auto: what it measured
+    detector_runtime = getattr(pipeline.detector, "runtime", None)  # YOLO's runtime (torch, onnx, openvino)
     if boxes == "known":
         pipeline.detector = KnownBoxes(pipeline.detector, known)
     stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "crops", "encode", "head", "track")}
@@ -139,7 +140,7 @@ def run_bench(
         "levels": list(rt.levels),
         "image_size": rt.image_size,
         "detector": pipeline.detector.name,
-        "detector_runtime": getattr(getattr(pipeline.detector, "detector", pipeline.detector), "runtime", None),
+        "detector_runtime": detector_runtime,
         "boxes": boxes,
         "persons": persons,
         "persons_found": found,
@@ -204,9 +205,8 @@ def _threads(backend) -> dict:
     session = getattr(backend, "session", None)
     if session is not None:
         out["onnxruntime_intra_op"] = session.get_session_options().intra_op_num_threads
-    compiled = getattr(backend, "compiled", None)
-    if compiled is not None and backend.name == "openvino":
-        out["openvino_threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+    if backend.name == "openvino":
+        out["openvino_threads"] = int(backend.compiled.get_property("INFERENCE_NUM_THREADS"))
     return out
 
 
@@ -224,8 +224,8 @@ def versions() -> dict:
     }
     from .measured import openvino_version
 
-    if openvino_version():
-        out["openvino"] = openvino_version()
+    if openvino := openvino_version():
+        out["openvino"] = openvino
     try:
         import tensorrt
 

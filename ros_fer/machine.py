@@ -53,6 +53,13 @@ def cpu_info() -> dict:
     return info
 
 
+def native_bf16(isa=None) -> bool:
+    """Whether the CPU computes bf16 natively (AMX or AVX512-BF16): elsewhere bf16 is emulated (torch) or
+    quietly run in fp32 (OpenVINO). `isa`: a flag list; None: this CPU's."""
+    isa = cpu_info()["isa"] if isa is None else isa
+    return "amx_bf16" in isa or "avx512_bf16" in isa
+
+
 def describe_cpu() -> str:
     """One line, e.g. 'AMD EPYC (x86_64, 2 cores; avx2 fma; no VNNI)'."""
     info = cpu_info()

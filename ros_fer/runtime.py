@@ -28,6 +28,7 @@ from .bundle import MANIFEST, load_bundle
 from .errors import ConfigError, FerError
 from .head import Head
 from .labels import LabelSet, load_label_set
+from .machine import native_bf16
 from .measured import cached_choice, key, openvino_version, timed_ms
 from .models import FerModel, create_model, load_model
 from .models.factory import read_checkpoint_meta
@@ -57,9 +58,7 @@ def resolve_precision(precision: str, device: str, backend: str = "torch") -> st
     if device.startswith("cuda"):
         return "fp16"
     if backend == "openvino":
-        from .machine import cpu_info
-
-        return "bf16" if native_bf16(cpu_info()["isa"]) else "fp32"
+        return "bf16" if native_bf16() else "fp32"
     return "int8" if backend == "onnxruntime" else "fp32"
 
 
@@ -145,11 +144,6 @@ def _bank(params: dict, model: FerModel) -> TextBank:
 # per machine, model and package versions, then read from the cache.
 COSINE_FLOORS = {"fp32": 0.9999, "fp16": 0.999, "bf16": 0.999, "int8": INT8_MIN_COSINE}
 PROBE_PERSONS = (1, 4)  # the frames timed: one person (3 crops) and four (9 crops)
-
-
-def native_bf16(isa) -> bool:
-    """Whether the CPU computes bf16 natively (AMX or AVX512-BF16): elsewhere bf16 weights are emulated."""
-    return "amx_bf16" in isa or "avx512_bf16" in isa
 
 
 def runtime_candidates(

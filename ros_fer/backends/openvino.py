@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..machine import native_bf16
 from ..paths import cache_dir
 from .base import crops_and_index, empty_outputs
 from .image_side import INDEX
@@ -30,13 +31,6 @@ def import_openvino():
     return openvino
 
 
-def native_bf16_here() -> bool:
-    from ..machine import cpu_info
-    from ..runtime import native_bf16
-
-    return native_bf16(cpu_info()["isa"])
-
-
 class OpenVinoBackend:
     name = "openvino"
 
@@ -53,7 +47,7 @@ class OpenVinoBackend:
             raise ConfigError(f"backend 'openvino' runs on the CPU (device cpu), not {device!r}")
         if precision not in PRECISIONS:
             raise ConfigError(f"backend 'openvino' runs precision fp32 or bf16, not {precision!r}")
-        if precision == "bf16" and not native_bf16_here():
+        if precision == "bf16" and not native_bf16():
             raise ConfigError(
                 "backend 'openvino' with precision bf16 needs a CPU with native bf16 (amx_bf16 or avx512_bf16), "
                 "which this one lacks: use precision fp32"

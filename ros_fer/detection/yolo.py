@@ -4,7 +4,7 @@ model's person class for bodies, plus an optional face model; on the GPU where t
 Weights: a path, or an ultralytics asset name such as `yolo11n-pose.pt`, looked up in ros_fer's cache
 (~/.cache/ros_fer/yolo), ultralytics' weights folder and the working directory, and fetched once into
 ros_fer's cache on a connected machine. On the CPU the model runs through torch, onnxruntime or OpenVINO
-(ultralytics' own ONNX and OpenVINO exports, made once and cached beside the weights)."""
+(ultralytics' own ONNX and OpenVINO exports, made once and cached in ros_fer's cache)."""
 
 from __future__ import annotations
 
@@ -98,29 +98,22 @@ def weights_digest(weights: str) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "builtin"
 
 
-def _onnx_export(model, weights: str, imgsz: int) -> str:
-    """ultralytics' ONNX export of `model`, made once per weights file and input size, cached in yolo_cache()."""
-    target = yolo_cache() / f"{Path(weights).stem}.{weights_digest(weights)}.{imgsz}.onnx"
-    if not target.is_file():
+# ultralytics' exports the CPU runs YOLO through: the cached name's ending and the export's options
+# (ONNX: a file, unsimplified; OpenVINO: an fp32 IR folder, complete once its metadata.yaml is there).
+EXPORTS = {"onnx": (".onnx", {"simplify": False}), "openvino": ("_openvino_model", {"half": False})}
+
+
+def cached_export(model, weights: str, imgsz: int, fmt: str) -> str:
+    """ultralytics' `fmt` export (EXPORTS) of `model`, made once per weights file and input size, cached in
+    yolo_cache()."""
+    ending, options = EXPORTS[fmt]
+    target = yolo_cache() / f"{Path(weights).stem}.{weights_digest(weights)}.{imgsz}{ending}"
+    if not (target.is_file() or (target / "metadata.yaml").is_file()):
         target.parent.mkdir(parents=True, exist_ok=True)
-        made = Path(model.export(format="onnx", imgsz=imgsz, dynamic=False, simplify=False, verbose=False))
+        made = Path(model.export(format=fmt, imgsz=imgsz, dynamic=False, verbose=False, **options))
+        shutil.rmtree(target, ignore_errors=True)  # a folder an interrupted export left
         shutil.move(str(made), target)
     return str(target)
-
-
-def _openvino_export(model, weights: str, imgsz: int) -> str:
-    """ultralytics' OpenVINO export (an fp32 IR folder) of `model`, made once per weights file and input size,
-    cached in yolo_cache()."""
-    target = yolo_cache() / f"{Path(weights).stem}.{weights_digest(weights)}.{imgsz}_openvino_model"
-    if not (target / "metadata.yaml").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        made = Path(model.export(format="openvino", imgsz=imgsz, dynamic=False, half=False, verbose=False))
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.move(str(made), target)
-    return str(target)
-
-
-EXPORTS = {"onnx": _onnx_export, "openvino": _openvino_export}
 
 
 def runtime_candidates() -> list[str]:
@@ -146,7 +139,7 @@ def runtime_choice(yolo, model, weights: str, imgsz: int, predict) -> dict:
     def measure() -> dict:
         ms = {}
         for name in names:
-            candidate = model if name == "torch" else yolo(EXPORTS[name](model, weights, imgsz), task=model.task)
+            candidate = model if name == "torch" else yolo(cached_export(model, weights, imgsz, name), task=model.task)
             ms[name] = round(timed_ms(lambda m=candidate: predict(m, frame, None)), 2)
         return {"runtime": min(ms, key=ms.get), "ms": ms, "imgsz": imgsz, "machine": describe_cpu()}
 
@@ -219,7 +212,7 @@ class YoloDetector:
             self.choice = runtime_choice(yolo, model, path, self.imgsz, self._predict)
             self.runtime = self.choice["runtime"]
         if self.runtime in EXPORTS:
-            model = yolo(EXPORTS[self.runtime](model, path, self.imgsz), task=model.task)
+            model = yolo(cached_export(model, path, self.imgsz, self.runtime), task=model.task)
         return model, path
 
     def _predict(self, model, bgr: np.ndarray, classes: list[int] | None):

@@ -51,6 +51,8 @@ class KnownBoxes:
     def __init__(self, detector, known: Detections):
         self.detector, self.known, self.name = detector, known, detector.name
         self.warnings = list(getattr(detector, "warnings", ()))
+        # what the start's warm-up asks of a detector (YOLO's graph per frame size is captured there)
+        self.cuda_graphs = bool(getattr(detector, "cuda_graphs", False))
 
     def detect(self, rgb: np.ndarray) -> Detections:
         self.detector.detect(rgb)
@@ -62,7 +64,13 @@ class KnownBoxes:
 
 
 def run_bench(
-    params: dict, frames: int = 50, warmup: int = 5, persons: int = 1, batches=BATCHES, boxes: str = "detected"
+    params: dict,
+    frames: int = 50,
+    warmup: int = 5,
+    persons: int = 1,
+    batches=BATCHES,
+    boxes: str = "detected",
+    profile: int = 0,
 ) -> dict:
     """Time one configuration on the pipeline's own path (the node's: host, or the GPU-resident frame).
     - stages_ms: decode (with the upload), detect, crops, encode, head, track, each waited for (synchronised);
@@ -70,7 +78,8 @@ def run_bench(
     - streamed_ms: frames back to back (`Pipeline.stream`: each decode and upload overlaps the previous frame);
     - model_only_ms: detector and scorer back to back on the same inputs (the floor), and frame / floor.
     boxes: `detected` (the detector's own) or `known` (the frame's known people, while the detector still runs
-    and is timed: for random-weight detectors that find nobody)."""
+    and is timed: for random-weight detectors that find nobody).
+    profile: that many more whole frames under torch's profiler (`profile_frames`), reported as `profile`."""
     pipeline = Pipeline.from_params(params)
     rt, device = pipeline.runtime, pipeline.runtime.backend.device
     frame, known = bench_frame(persons)
@@ -80,6 +89,9 @@ def run_bench(
     detector_runtime = getattr(pipeline.detector, "runtime", None)  # YOLO's runtime (torch, onnx, openvino)
     if boxes == "known":
         pipeline.detector = KnownBoxes(pipeline.detector, known)
+    # As the node starts: warmed up (graphs captured), then the first frame with this many people.
+    warmed = pipeline.warm_up(f"{FRAME[0]}x{FRAME[1]}")
+    _, first_frame = _timed(pipeline.process, jpeg)
     stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "crops", "encode", "head", "track")}
     whole: list[float] = []
     floor: list[float] = []
@@ -125,6 +137,7 @@ def run_bench(
         pass
     streamed = (time.perf_counter() - t) * 1e3 / max(frames, 1)
     frame_stats, model_only = stats(whole), stats(floor)
+    profiled = profile_frames(pipeline.process, jpeg, profile) if profile > 0 else None
     backend = rt.backend
     return {
         "asked": {
@@ -150,17 +163,63 @@ def run_bench(
         "detected_on": pipeline.detected_on,
         "frames": frames,
         "stages_ms": {**{k: stats(v) for k, v in stages.items()}, "frame": frame_stats},
+        "warm_up": warmed,
+        "first_frame_ms": round(first_frame, 3),
+        "first_frame_over_median": round(first_frame / frame_stats["median"], 3),
         "streamed_ms_per_frame": round(streamed, 3),
         "model_only_ms": model_only,
         "frame_over_model_only": round(frame_stats["median"] / model_only["median"], 3),
         "encoder_person_frames_per_s": _throughput(rt, batches),
         "context_sharing": _sharing(rt, loaded.host(), people) if people else None,
+        "profile": profiled,
         "threads": _threads(backend),
         "warnings": list(pipeline.warnings),
         "runtime_choice": rt.choice,  # backend auto: what the probe measured and chose
         "detector_choice": detector_choice,
         "machine": machine(),
         "versions": versions(),
+    }
+
+
+def profile_frames(process, frame, frames: int, top: int = 30) -> dict:
+    """`process(frame)` run `frames` times under torch's profiler (host, and CUDA where there is a GPU): the
+    `top` operations by host time of their own, per frame (calls, host ms, device ms), and per frame the
+    kernel launches and graph replays the host issued and the device time of all kernels."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(frames):
+            process(frame)
+        if cuda:
+            torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        device_us = getattr(e, "self_device_time_total", None)
+        if device_us is None:  # older torch
+            device_us = getattr(e, "self_cuda_time_total", 0.0)
+        rows.append(
+            {
+                "name": e.key,
+                "calls": round(e.count / frames, 2),
+                "host_ms": round(e.self_cpu_time_total / 1e3 / frames, 4),
+                "device_ms": round(device_us / 1e3 / frames, 4),
+            }
+        )
+    calls = {r["name"]: r["calls"] for r in rows}
+    launches = sum(v for k, v in calls.items() if k in ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel"))
+    return {
+        "frames": frames,
+        "kernel_launches_per_frame": round(launches, 2),
+        "graph_replays_per_frame": calls.get("cudaGraphLaunch", 0.0),
+        "host_syncs_per_frame": round(
+            sum(v for k, v in calls.items() if k in ("cudaStreamSynchronize", "cudaDeviceSynchronize")), 2
+        ),
+        "device_ms_per_frame": round(sum(r["device_ms"] for r in rows), 4),
+        "top_by_host_ms": sorted(rows, key=lambda r: -r["host_ms"])[:top],
+        "top_by_device_ms": sorted(rows, key=lambda r: -r["device_ms"])[:top] if cuda else [],
     }
 
 
@@ -252,6 +311,7 @@ def table(reports: list[dict]) -> list[str]:
         "cuda_graphs",
         *STAGES,
         "whole frame (p95)",
+        "first frame",
         "streamed",
         "floor",
         "frame / floor",
@@ -269,6 +329,7 @@ def table(reports: list[dict]) -> list[str]:
             "on" if r.get("cuda_graphs") else "off",
             *(f"{st[k]['median']:.2f}" for k in STAGES),
             f"{st['frame']['median']:.2f} ({st['frame']['p95']:.2f})",
+            f"{r['first_frame_ms']:.2f}" if "first_frame_ms" in r else "-",
             f"{r['streamed_ms_per_frame']:.2f}",
             f"{r['model_only_ms']['median']:.2f}",
             f"{r['frame_over_model_only']:.2f}",
@@ -371,7 +432,9 @@ def main_bench(args) -> int:
                         **graphs,
                     },
                 )
-                results.append(run_bench(params, args.frames, args.warmup, persons, tuple(args.batches), args.boxes))
+                results.append(
+                    run_bench(params, args.frames, args.warmup, persons, tuple(args.batches), args.boxes, args.profile)
+                )
     report: dict = {"machine": machine(), "results": results, **compare(results)}
     text = json.dumps(report, indent=2)
     if args.json:

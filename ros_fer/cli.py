@@ -342,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--frames", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="also run the whole frame this many times under torch's profiler and report the costliest "
+        "operations per frame (host and GPU time, calls, kernel launches): where the time goes",
+    )
     p.add_argument("--json", metavar="OUT", help="also write the report to this file")
     p.set_defaults(func=lambda a: __import__("ros_fer.bench", fromlist=["main_bench"]).main_bench(a))
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .detection.base import Detections
-from .detection.keypoints import WHY, face_from_keypoints
+from .detection.keypoints import face_from_keypoints
 from .errors import ConfigError
 
 FACE_MARGIN = 1.3  # FER data sets crop faces with some forehead and chin
@@ -79,7 +79,7 @@ def associate(det: Detections, height: int, width: int, max_persons: int, keypoi
         body, kp = det.bodies[i], None if kps is None else kps[i]
         why = "no face found"
         if kp is not None:
-            face, why = keypoint_face(det, i, height, width, keypoint_score)
+            face, why = face_from_keypoints(kp, body, height, width, keypoint_score)
             if face is not None:
                 persons.append(Person(face=face, body=body, keypoints=kp, face_source="keypoints"))
                 continue
@@ -95,17 +95,6 @@ def associate(det: Detections, height: int, width: int, max_persons: int, keypoi
         )
     persons.sort(key=lambda p: -p.priority)
     return persons[:max_persons]
-
-
-def keypoint_face(
-    det: Detections, i: int, height: int, width: int, keypoint_score: float
-) -> tuple[np.ndarray | None, str | None]:
-    """Body i's face from its keypoints: as the detector already worked it out (on the GPU) for this
-    keypoint_score, else by the host rule."""
-    if det.keypoint_faces is not None and det.keypoint_score == keypoint_score:
-        boxes, why = det.keypoint_faces
-        return (boxes[i], None) if why[i] == 0 else (None, WHY[int(why[i])])
-    return face_from_keypoints(det.keypoints[i], det.bodies[i], height, width, keypoint_score)
 
 
 def square(box: np.ndarray, scale: float) -> np.ndarray:

@@ -78,4 +78,23 @@ def machine() -> dict:
         props = torch.cuda.get_device_properties(0)
         info["gpu"] = props.name
         info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["gpu_driver"] = gpu_driver()
+        info["cuda_runtime"] = torch.version.cuda
     return info
+
+
+def gpu_driver() -> str:
+    """The NVIDIA driver's version as nvidia-smi reports it (e.g. 580.159.04), or why it is unknown."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown (nvidia-smi: {type(exc).__name__})"
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "unknown (nvidia-smi printed nothing)"

@@ -236,8 +236,9 @@ class Pipeline:
 
     def warm_up(self, frame: str = "640x480") -> dict:
         """Capture now what the first frames would otherwise stop for: YOLO's graph for a `frame` (WIDTHxHEIGHT)
-        of zeros on the device, and the scorer's graph of every person bucket up to `max_persons` (the crop
-        shapes real frames give: `crops.crop_boxes` of that many people). Only where the torch backend runs
+        of zeros on the device, the scorer's graph of every person bucket up to `max_persons` (the crop
+        shapes real frames give: `crops.crop_boxes` of that many people) and, on the GPU frame, nvjpeg (one
+        JPEG of that size decoded). Only where the torch backend runs
         static shapes (`cuda_graphs`); elsewhere nothing to do. Returns what was warmed and how long it took."""
         backend = self.runtime.backend
         if not getattr(backend, "static", False) or self._scorer is None:
@@ -250,6 +251,9 @@ class Pipeline:
             zeros = torch.zeros((height, width, 3), dtype=torch.uint8, device=backend.device)
             if detect(zeros, self.keypoint_score) is not None:
                 done["frame"] = frame
+        if self.gpu_frame:  # nvjpeg's first decode sets up its decoder: not on the first compressed frame
+            self.decode(cv2.imencode(".jpg", np.zeros((height, width, 3), np.uint8))[1].tobytes())
+            done["jpeg"] = True
         levels, size = self.runtime.levels, self.runtime.image_size
         for persons in sorted({bucket(p) for p in range(1, max(self.max_persons, 1) + 1)}):
             # people side by side, 64 px apart, each face inside its body: the crops a frame of them gives
@@ -275,6 +279,7 @@ class Pipeline:
         if not done:
             return ""
         frame = f"YOLO at {done['frame']}, " if done.get("frame") else ""
+        frame += "nvjpeg, " if done.get("jpeg") else ""
         return f"warm-up: {frame}person buckets {done['buckets']} ready before the first frame ({done['ms']:.0f} ms)"
 
     def _valence_arousal(self, on: bool) -> None:

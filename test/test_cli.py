@@ -132,14 +132,21 @@ def test_bench_writes_its_report(tmp_path):
         "3",
         "--warmup",
         "1",
+        "--profile",
+        "2",
         "--json",
         str(report),
         XDG_CACHE_HOME=str(tmp_path / "cache"),
     )
     assert res.returncode == 0, res.stderr[-2000:]
     r = json.loads(report.read_text())["results"][0]
+    # the profiled frames: the encoder's matrix products are among the operations that took host time
+    names = {row["name"] for row in r["profile"]["top_by_host_ms"]}
+    assert r["profile"]["frames"] == 2 and names & {"aten::mm", "aten::addmm", "aten::linear", "aten::bmm"}, names
     assert set(r["stages_ms"]) == {"decode", "detect", "crops", "encode", "head", "track", "frame"}
     assert r["persons_found"] == 1 and r["frame_over_model_only"] > 0
+    # the first frame after the start's warm-up (on the CPU nothing to warm), timed apart from the rest
+    assert r["warm_up"] == {} and r["first_frame_ms"] > 0 and r["first_frame_over_median"] > 0
     assert set(r["encoder_person_frames_per_s"]) == {"1", "3", "12", "48"} and r["versions"]["torch"]
 
 

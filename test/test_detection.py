@@ -267,32 +267,6 @@ def test_debug_image_draws_the_skeleton():
     assert (with_pose[400, 250] == 0).all()  # the unseen wrist
 
 
-def test_keypoint_rule_on_tensors_matches_the_rule_person_by_person():
-    """The batched torch rule (for a GPU-resident detector) against `face_from_keypoints`, on persons with
-    every pattern of visible keypoints, near and across the frame edges."""
-    from ros_fer.detection.keypoints import WHY, faces_from_keypoints
-
-    rng = np.random.default_rng(7)
-    n = 3000
-    kp = np.zeros((n, 17, 3), np.float32)
-    centre = rng.uniform([-40, -40], [W + 40, H + 40], (n, 1, 2))
-    kp[:, :, :2] = centre + rng.normal(0, 30, (n, 17, 2))
-    kp[:, :, 2] = np.where(rng.random((n, 17)) < 0.5, rng.uniform(0.5, 1, (n, 17)), rng.uniform(0, 0.5, (n, 17)))
-    kp[:, 7:, 2] = 0.0  # only head and shoulders matter
-    bodies = np.concatenate(
-        [centre[:, 0] - rng.uniform(10, 200, (n, 2)), centre[:, 0] + rng.uniform(10, 300, (n, 2))], 1
-    )
-    boxes, why = faces_from_keypoints(torch.from_numpy(kp), torch.from_numpy(bodies), H, W)
-    seen_codes = set()
-    for i in range(n):
-        face, reason = face_from_keypoints(kp[i], bodies[i], H, W)
-        seen_codes.add(reason)
-        assert WHY[int(why[i])] == reason, i
-        if face is not None:
-            np.testing.assert_allclose(boxes[i].numpy(), face, rtol=1e-5, atol=1e-3)
-    assert seen_codes == set(WHY)  # every case of the rule came up
-
-
 @pytest.mark.parametrize("size", [(480, 640), (360, 640), (720, 1280)])
 def test_pose_on_tensors_matches_ultralytics_predict(size):
     """The device path (letterbox, the pose module's forward, score threshold and NMS on tensors, here CPU

@@ -312,7 +312,9 @@ def test_bench_table_names_backend_precision_and_the_batches_measured():
         }  # fmt: skip
 
     report = {"results": [result("torch", "fp32", {"1": 5.0, "12": 6.0}), result("onnxruntime", "int8", {"1": 9.0})]}
+    report["results"][0]["first_frame_ms"] = 3.25  # reports from before the first frame was timed: "-"
     head, rule, *rows = table([report])
+    assert "| 1.00 (2.00) | 3.25 | 1.00 |" in rows[0] and "| 1.00 (2.00) | - | 1.00 |" in rows[1]
     assert "person-frames/s (batch 1 / 12)" in head and "8 / 48" not in head
     assert len(head.split("|")) == len(rule.split("|")) == len(rows[0].split("|"))
     assert "| torch fp32, cpu |" in rows[0] and "| onnxruntime int8, cpu |" in rows[1]

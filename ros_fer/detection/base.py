@@ -19,10 +19,6 @@ class Detections:
     bodies: np.ndarray = field(default_factory=empty_boxes)
     bodies_detected: bool = True  # False: this detector finds no bodies (they will be derived from faces)
     keypoints: np.ndarray | None = None  # [len(bodies), 17, 3] COCO x, y, score from a pose model, else None
-    # The faces of those keypoints, worked out where they were found (a GPU detector): (boxes [len(bodies), 5],
-    # why [len(bodies)] int64, 0 = a face, else an index into keypoints.WHY), for `keypoint_score`.
-    keypoint_faces: tuple[np.ndarray, np.ndarray] | None = None
-    keypoint_score: float = 0.5
 
 
 class Detector(Protocol):

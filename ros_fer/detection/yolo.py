@@ -19,7 +19,6 @@ import numpy as np
 from ..errors import ConfigError, WeightsUnavailableError
 from ..paths import cache_dir
 from .base import Detections, empty_boxes
-from .keypoints import faces_from_keypoints
 
 PERSON = 0  # COCO class id
 MAX_GRAPHS = 4  # frame sizes a detector keeps CUDA graphs for
@@ -247,9 +246,10 @@ class YoloDetector:
     def detect_tensor(self, frame, keypoint_score: float = 0.5) -> Detections | None:
         """Detection from a frame already on the device (uint8 RGB [H, W, 3] tensor): a torch pose model
         without a face model runs letterbox and forward there (fp16 on CUDA; with `cuda_graphs` one CUDA graph
-        per frame size), then NMS and the faces from the head keypoints (`keypoints.faces_from_keypoints`, the
-        host rule on tensors); boxes, keypoints and faces come back in one copy. None where this detector
-        cannot (onnxruntime, a face model)."""
+        per frame size), then the score threshold and NMS; boxes and keypoints come back in one copy. The faces
+        from the head keypoints are worked out on the host (`crops.associate`, the keypoint rule): a handful of
+        numpy operations per person, where the same rule on the device launched about a hundred small kernels
+        per frame. None where this detector cannot (onnxruntime, OpenVINO, a face model)."""
         if not (self.pose and self.face is None and self.runtime == "torch"):
             return None
         import torch
@@ -257,18 +257,13 @@ class YoloDetector:
         if self._device_model is None:  # fused (conv + batch norm) once, before any copy per frame size
             model = copy.deepcopy(self.person.model).eval().fuse(verbose=False).to(frame.device)
             self._device_model = model.half() if frame.device.type == "cuda" else model
-        h, w = frame.shape[:2]
         model = self._device_model
         bodies, kps = detect_pose_tensor(model, frame, self.confidence, 0.7, self.max_det, self.imgsz, self._forward)
-        faces, why = faces_from_keypoints(kps, bodies, h, w, keypoint_score)
-        packed = torch.cat([bodies, kps.flatten(1), faces, why[:, None].float()], dim=1).cpu().numpy()
-        n = 17 * 3
+        packed = torch.cat([bodies, kps.flatten(1)], dim=1).cpu().numpy()
         return Detections(
             bodies=packed[:, :5].astype(np.float32),
             bodies_detected=True,
-            keypoints=packed[:, 5 : 5 + n].reshape(-1, 17, 3).astype(np.float32),
-            keypoint_faces=(packed[:, 5 + n : 10 + n].astype(np.float32), packed[:, -1].astype(np.int64)),
-            keypoint_score=keypoint_score,
+            keypoints=packed[:, 5:].reshape(-1, 17, 3).astype(np.float32),
         )
 
     def _forward(self, frame):

@@ -314,3 +314,23 @@ def test_detector_runtime_auto_measures_once_and_caches(tmp_path, monkeypatch):
     assert again.choice["cached"] and again.runtime == first.runtime and again.choice["ms"] == first.choice["ms"]
     explicit = YoloDetector(str(weights), runtime="torch", imgsz=320)
     assert explicit.runtime == "torch" and explicit.choice is None
+
+
+def test_detector_runtime_auto_leaves_out_a_runtime_whose_export_fails(tmp_path, monkeypatch):
+    """The exports cannot be written (the YOLO cache folder's place is taken by a file): onnxruntime and OpenVINO
+    are left out with the reason, said in the start's note, and the detector starts on torch."""
+    from ultralytics import YOLO
+
+    from ros_fer.detection.yolo import YoloDetector
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "ros_fer").mkdir(parents=True)
+    (tmp_path / "cache" / "ros_fer" / "yolo").write_text("not a folder")
+    weights = tmp_path / "pose.pt"
+    YOLO("yolo11n-pose.yaml").save(str(weights))
+    det = YoloDetector(str(weights), runtime="auto", imgsz=320)
+    assert det.runtime == "torch" and set(det.choice["ms"]) == {"torch"}
+    assert set(det.choice["rejected"]) == {"onnx", "openvino"}
+    assert all(why.startswith(("FileExistsError", "NotADirectoryError")) for why in det.choice["rejected"].values())
+    assert "onnx left out (" in det.notes[0] and "openvino left out (" in det.notes[0]
+    assert det.detect(np.zeros((240, 320, 3), np.uint8)).bodies.shape[1] == 5  # it runs, on torch

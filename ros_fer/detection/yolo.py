@@ -127,7 +127,8 @@ def runtime_choice(yolo, model, weights: str, imgsz: int, predict) -> dict:
     """`detector_runtime: auto` on the CPU: torch, onnxruntime and OpenVINO (ultralytics' ONNX and OpenVINO
     exports) each timed on the sample frame (people from a real photograph), the fastest taken; measured once
     per machine, weights and input size, then cached (`measured.cached_choice`, the rule the encoder's
-    runtime follows)."""
+    runtime follows). A candidate whose export or first run fails (a broken install, an unwritable cache) is
+    left out with the reason (`rejected`), and the start goes on with the others; torch is always there."""
     from ..crops import sample_frame
     from ..machine import describe_cpu
     from ..measured import cached_choice, timed_ms
@@ -136,11 +137,19 @@ def runtime_choice(yolo, model, weights: str, imgsz: int, predict) -> dict:
     names = runtime_candidates()
 
     def measure() -> dict:
-        ms = {}
+        ms, rejected = {}, {}
         for name in names:
-            candidate = model if name == "torch" else yolo(cached_export(model, weights, imgsz, name), task=model.task)
-            ms[name] = round(timed_ms(lambda m=candidate: predict(m, frame, None)), 2)
-        return {"runtime": min(ms, key=ms.get), "ms": ms, "imgsz": imgsz, "machine": describe_cpu()}
+            try:
+                candidate = (
+                    model if name == "torch" else yolo(cached_export(model, weights, imgsz, name), task=model.task)
+                )
+                ms[name] = round(timed_ms(lambda m=candidate: predict(m, frame, None)), 2)
+            except Exception as exc:  # noqa: BLE001 - any failure of an optional runtime leaves it out
+                if name == "torch":
+                    raise
+                rejected[name] = f"{type(exc).__name__}: {exc}"[:300]
+        choice = {"runtime": min(ms, key=ms.get), "ms": ms, "imgsz": imgsz, "machine": describe_cpu()}
+        return {**choice, "rejected": rejected} if rejected else choice
 
     return cached_choice("detector", {"weights": weights_digest(weights), "imgsz": imgsz, "runtimes": names}, measure)
 
@@ -148,7 +157,8 @@ def runtime_choice(yolo, model, weights: str, imgsz: int, predict) -> dict:
 def describe_detector_choice(choice: dict) -> str:
     ms = ", ".join(f"{name} {v:.0f} ms" for name, v in choice["ms"].items())
     when = f"cached in {choice['cached']}" if choice.get("cached") else "measured now"
-    return f"detector_runtime auto: {choice['runtime']} at imgsz {choice['imgsz']} ({ms}; {when})"
+    left_out = "".join(f"; {name} left out ({why})" for name, why in choice.get("rejected", {}).items())
+    return f"detector_runtime auto: {choice['runtime']} at imgsz {choice['imgsz']} ({ms}; {when}{left_out})"
 
 
 class YoloDetector:

@@ -29,6 +29,7 @@ def machine_key() -> dict:
     cpu = cpu_info()
     versions = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "ros_fer": __version__}
     versions["openvino"] = openvino_version()
+    versions["nncf"] = package_version("nncf")
     return {
         "cpu": cpu["model"],
         "isa": cpu["isa"],
@@ -39,10 +40,15 @@ def machine_key() -> dict:
 
 def openvino_version() -> str | None:
     """OpenVINO's version from its package metadata (importing it costs ~0.2 s), None where not installed."""
+    return package_version("openvino")
+
+
+def package_version(name: str) -> str | None:
+    """An installed package's version from its metadata (nothing imported), None where not installed."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("openvino")
+        return version(name)
     except PackageNotFoundError:
         return None
 

@@ -29,7 +29,7 @@ from .errors import ConfigError, FerError
 from .head import Head
 from .labels import LabelSet, load_label_set
 from .machine import native_bf16
-from .measured import cached_choice, key, openvino_version, timed_ms
+from .measured import cached_choice, key, openvino_version, package_version, timed_ms
 from .models import FerModel, create_model, load_model
 from .models.factory import read_checkpoint_meta
 from .params import DEFAULTS
@@ -147,19 +147,27 @@ PROBE_PERSONS = (1, 4)  # the frames timed: one person (3 crops) and four (9 cro
 
 
 def runtime_candidates(
-    device: str, isa, precision: str = "auto", graphs_of=("fp32", "fp16", "int8"), openvino: bool | None = None
+    device: str,
+    isa,
+    precision: str = "auto",
+    graphs_of=("fp32", "fp16", "int8"),
+    openvino: bool | None = None,
+    nncf: bool | None = None,
 ):
     """(backend, precision) pairs `backend: auto` considers here, torch fp32 (the reference) first on the CPU.
     CUDA: torch fp16 (with CUDA graphs where on); TensorRT only when asked for by name. CPU: torch fp32,
     torch bf16 where the CPU has native bf16, OpenVINO (installed, and the model has or can export the fp32
-    graph) in bf16 where the CPU has native bf16 and in fp32 elsewhere, onnxruntime int8 where the model has
-    (or can export) that graph. An explicit precision keeps only its own candidates."""
+    graph) in bf16 where the CPU has native bf16 and in fp32 elsewhere, and in int8 where NNCF is installed
+    too, onnxruntime int8 where the model has (or can export) that graph. An explicit precision keeps only its
+    own candidates. openvino / nncf: whether those are installed (None: look)."""
     if device.startswith("cuda"):
         return [("torch", "fp16" if precision == "auto" else precision)]
     bf16 = native_bf16(isa)
     pairs = [("torch", "fp32")] + ([("torch", "bf16")] if bf16 else [])
     if (openvino_version() is not None if openvino is None else openvino) and "fp32" in graphs_of:
         pairs.append(("openvino", "bf16" if bf16 else "fp32"))
+        if package_version("nncf") is not None if nncf is None else nncf:
+            pairs.append(("openvino", "int8"))
     pairs += [("onnxruntime", "int8")] if "int8" in graphs_of else []
     if precision != "auto":
         pairs = [pair for pair in pairs if pair[1] == precision] or [("torch", precision)]

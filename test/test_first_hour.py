@@ -377,6 +377,7 @@ def test_readme_licenses_match_the_installed_packages():
         "open_clip_torch": "MIT",
         "onnxruntime": "MIT",
         "openvino": "Apache-2.0",
+        "nncf": "Apache-2.0",
         "opencv-python": "Apache",
     }
     for package, words in declared.items():

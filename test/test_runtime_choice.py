@@ -30,10 +30,15 @@ def test_bf16_is_offered_only_where_the_cpu_has_it():
     assert ("torch", "bf16") not in runtime.runtime_candidates("cpu", ["avx2", "fma", "avx512f", "avx512_vnni"])
     assert runtime.runtime_candidates("cpu", ["avx2"], openvino=False) == [("torch", "fp32"), ("onnxruntime", "int8")]
     # OpenVINO where installed: bf16 where the CPU has it natively, fp32 elsewhere; it needs the fp32 graph
-    avx2 = runtime.runtime_candidates("cpu", ["avx2"], openvino=True)
+    avx2 = runtime.runtime_candidates("cpu", ["avx2"], openvino=True, nncf=False)
     assert avx2 == [("torch", "fp32"), ("openvino", "fp32"), ("onnxruntime", "int8")]
-    amx = runtime.runtime_candidates("cpu", ISA_AMX, openvino=True)
-    assert ("openvino", "bf16") in amx and ("openvino", "fp32") not in amx
+    amx = runtime.runtime_candidates("cpu", ISA_AMX, openvino=True, nncf=False)
+    assert ("openvino", "bf16") in amx and ("openvino", "fp32") not in amx and ("openvino", "int8") not in amx
+    # OpenVINO int8 where NNCF (its quantiser) is installed too, on every CPU; never without OpenVINO
+    int8 = [("openvino", "int8"), ("onnxruntime", "int8")]
+    assert runtime.runtime_candidates("cpu", ["avx2"], openvino=True, nncf=True)[-2:] == int8
+    assert runtime.runtime_candidates("cpu", ISA_AMX, openvino=True, nncf=True)[-2:] == int8
+    assert ("openvino", "int8") not in runtime.runtime_candidates("cpu", ISA_AMX, openvino=False, nncf=True)
     assert ("openvino", "bf16") not in runtime.runtime_candidates("cpu", ISA_AMX, openvino=False)
     assert "openvino" not in dict(runtime.runtime_candidates("cpu", ISA_AMX, graphs_of=("int8",), openvino=True))
     import importlib.util
@@ -50,7 +55,8 @@ def test_bf16_is_offered_only_where_the_cpu_has_it():
     assert (("torch", "bf16") in runtime.runtime_candidates("cpu", machine.cpu_info()["isa"])) == native
     # CUDA: torch fp16 alone; an explicit precision keeps its own candidate
     assert runtime.runtime_candidates("cuda", ISA_AMX) == [("torch", "fp16")]
-    assert runtime.runtime_candidates("cpu", ISA_AMX, "int8") == [("onnxruntime", "int8")]
+    assert runtime.runtime_candidates("cpu", ISA_AMX, "int8", openvino=False) == [("onnxruntime", "int8")]
+    assert runtime.runtime_candidates("cpu", ISA_AMX, "int8", openvino=True, nncf=True) == int8
     assert runtime.runtime_candidates("cpu", ISA_AMX, "fp32") == [("torch", "fp32")]
     assert runtime.runtime_candidates("cpu", ISA_AMX, "bf16", openvino=True) == [
         ("torch", "bf16"),
@@ -85,6 +91,7 @@ def fixed_timings(tmp_path, monkeypatch):
     )
     times = {("torch", "fp32"): 100.0, ("torch", "bf16"): 40.0, ("openvino", "bf16"): 45.0}
     times[("onnxruntime", "int8")] = 30.0
+    times[("openvino", "int8")] = 35.0
     state = {"current": None, "probes": 0}
 
     def timed(fn):
@@ -154,15 +161,20 @@ def test_an_explicit_backend_or_precision_always_wins(fixed_timings):
     assert (explicit.backend.name, explicit.backend.precision) == ("torch", "fp32") and explicit.choice is None
     explicit = runtime.build_runtime(tiny_params(backend="onnxruntime", precision="fp32"))
     assert (explicit.backend.name, explicit.backend.precision) == ("onnxruntime", "fp32")
-    only = runtime.build_runtime(tiny_params(precision="int8"))  # backend auto, precision given: one candidate
-    assert (only.backend.name, only.backend.precision) == ("onnxruntime", "int8") and not only.choice["probed"]
     assert state["probes"] == 0
     openvino = runtime.build_runtime(tiny_params(backend="openvino", precision="fp32"))
     assert (openvino.backend.name, openvino.backend.precision) == ("openvino", "fp32") and openvino.choice is None
     assert state["probes"] == 0
+    # backend auto, precision given: only that precision's candidates (int8: OpenVINO's and onnxruntime's)
+    only = runtime.build_runtime(tiny_params(precision="int8"))
+    assert (only.backend.name, only.backend.precision) == ("onnxruntime", "int8")
+    assert [(f["backend"], f["precision"]) for f in only.choice["figures"]] == [
+        ("openvino", "int8"),
+        ("onnxruntime", "int8"),
+    ]
 
 
-def test_bf16_and_int8_hold_their_floors_against_fp32_on_photographs(tmp_path):
+def test_bf16_and_int8_hold_their_floors_against_fp32_on_photographs(tmp_path, monkeypatch):
     """ViT-B-32 (random weights: speed and numerics do not need trained ones) on crops of two real
     photographs; the per-crop cosine computed here with numpy, not with the probe's code."""
     from ros_fer.models import create_model
@@ -194,6 +206,19 @@ def test_bf16_and_int8_hold_their_floors_against_fp32_on_photographs(tmp_path):
     fp32_graph = export_onnx(model, tmp_path / "fp32.onnx", "fp32")
     openvino_fp32 = min_cos(OpenVinoBackend(fp32_graph, "fp32", compiled_cache=tmp_path / "ov").encode(images, index))
     assert openvino_fp32 >= 0.9999, openvino_fp32
+    # OpenVINO int8 (NNCF, calibrated on the sample frame's crops, not on these photographs' crops)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    openvino_int8 = OpenVinoBackend(fp32_graph, "int8", compiled_cache=tmp_path / "ov")
+    assert min_cos(openvino_int8.encode(images, index)) >= 0.99
+    (made,) = (tmp_path / "cache" / "ros_fer" / "openvino" / "int8").glob("*.xml")
+    stamp = made.stat().st_mtime_ns
+    again = OpenVinoBackend(fp32_graph, "int8", compiled_cache=tmp_path / "ov")  # the cached int8 model
+    assert made.stat().st_mtime_ns == stamp and again.source == made
+    # its parity figure, kept beside it, is honoured: below the floor, int8 is refused with what to use
+    report = made.with_suffix(".json")
+    report.write_text(json.dumps({**json.loads(report.read_text()), "min_cosine": 0.95}))
+    with pytest.raises(ConfigError, match="0.9500 against fp32.*Use precision: fp32"):
+        OpenVinoBackend(fp32_graph, "int8", compiled_cache=tmp_path / "ov")
     if native_bf16_on_this_cpu():
         openvino_bf16 = OpenVinoBackend(fp32_graph, "bf16", compiled_cache=tmp_path / "ov")
         import openvino

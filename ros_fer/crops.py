@@ -320,3 +320,11 @@ def sample_frame(persons: int) -> tuple[np.ndarray, Detections]:
         faces.append([x + f[0], y + f[1], x + f[2], y + f[3], 1.0])
     known = Detections(np.asarray(faces, np.float32).reshape(-1, 5), np.asarray(bodies, np.float32).reshape(-1, 5))
     return frame, known
+
+
+def sample_crops(persons: int, levels, size: int) -> CropBatch:
+    """The sample frame's crops (its `persons` real people, at these levels and size): what the runtime probe
+    times and checks parity on, and what OpenVINO int8 is calibrated on."""
+    bgr, known = sample_frame(persons)
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    return crop_batch(rgb, associate(known, *rgb.shape[:2], persons), tuple(levels), size)

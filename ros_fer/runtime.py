@@ -191,15 +191,9 @@ def _cosines(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> floa
 
 def probe_frames(levels, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(crops, index) of the sample frame (real people) at each PROBE_PERSONS count."""
-    from .crops import associate, crop_batch, sample_frame
+    from .crops import sample_crops
 
-    out = []
-    for persons in PROBE_PERSONS:
-        bgr, known = sample_frame(persons)
-        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-        batch = crop_batch(rgb, associate(known, *rgb.shape[:2], persons), tuple(levels), size)
-        out.append((batch.images, batch.index))
-    return out
+    return [(batch.images, batch.index) for batch in (sample_crops(p, levels, size) for p in PROBE_PERSONS)]
 
 
 def probe_runtimes(make, pairs, levels, size: int) -> tuple[dict, dict]:

@@ -105,15 +105,10 @@ class OpenVinoBackend:
 def calibration_crops(levels, size: int) -> list[dict[str, np.ndarray]]:
     """NNCF's calibration set: the crops (and their index) of the sample frame, real people from photographs
     that ship with ultralytics, at each CALIBRATION_PERSONS count."""
-    from ..crops import associate, crop_batch, sample_frame
+    from ..crops import sample_crops
 
-    out = []
-    for persons in CALIBRATION_PERSONS:
-        bgr, known = sample_frame(persons)
-        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-        batch = crop_batch(rgb, associate(known, *rgb.shape[:2], persons), tuple(levels), size)
-        out.append({INPUT: batch.images, INDEX: batch.index})
-    return out
+    batches = (sample_crops(persons, levels, size) for persons in CALIBRATION_PERSONS)
+    return [{INPUT: batch.images, INDEX: batch.index} for batch in batches]
 
 
 def quantized_model(onnx: Path, meta: dict, core, config: dict) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .paths import cache_dir, replace
 
-REPEATS = 3  # timed runs per candidate and input, after one warm-up; the median counts
+ROUNDS = 5  # timed calls per candidate and input, in turn with the other candidates; the median counts
 
 
 def machine_key() -> dict:
@@ -76,12 +76,19 @@ def cached_choice(kind: str, what: dict, measure: Callable[[], dict]) -> dict:
     return choice
 
 
-def timed_ms(fn: Callable[[], object], repeats: int = REPEATS) -> float:
-    """The median of `repeats` timed calls of fn, after one untimed warm-up, in ms."""
-    fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(runs))
+def time_interleaved(calls: dict, rounds: int = ROUNDS) -> dict:
+    """calls: key -> [one callable per frame]. Each runs once untimed (some runtimes finish setting up only on
+    their second call), then `rounds` times in turn with every other key's, round-robin, so that a slow spell
+    of a shared machine falls on all candidates alike rather than on whichever was being timed. Returns
+    key -> [the median ms of each callable]."""
+    for fns in calls.values():
+        for fn in fns:
+            fn()
+    samples = {k: [[] for _ in fns] for k, fns in calls.items()}
+    for _ in range(rounds):
+        for k, fns in calls.items():
+            for j, fn in enumerate(fns):
+                start = time.perf_counter()
+                fn()
+                samples[k][j].append((time.perf_counter() - start) * 1e3)
+    return {k: [float(np.median(s)) for s in per] for k, per in samples.items()}

@@ -29,7 +29,7 @@ from .errors import ConfigError, FerError
 from .head import Head
 from .labels import LabelSet, load_label_set
 from .machine import native_bf16
-from .measured import cached_choice, key, openvino_version, package_version, timed_ms
+from .measured import cached_choice, key, openvino_version, package_version, time_interleaved
 from .models import FerModel, create_model, load_model
 from .models.factory import read_checkpoint_meta
 from .params import DEFAULTS
@@ -197,8 +197,8 @@ def probe_frames(levels, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def probe_runtimes(make, pairs, levels, size: int) -> tuple[dict, dict]:
-    """Each candidate built, compared with the first (torch fp32) on the sample frame's crops (minimum
-    per-crop cosine) and timed there; (the choice, the backends built)."""
+    """Each candidate built and compared with the first (torch fp32) on the sample frame's crops (minimum
+    per-crop cosine), then all timed there in turn (`time_interleaved`); (the choice, the backends built)."""
     from .machine import describe_cpu
 
     frames = probe_frames(levels, size)
@@ -213,13 +213,15 @@ def probe_runtimes(make, pairs, levels, size: int) -> tuple[dict, dict]:
         outs = [backend.encode(crops, index) for crops, index in frames]
         reference = reference or outs  # torch fp32 comes first
         row["min_cosine"] = round(min(_cosines(o, r) for o, r in zip(outs, reference, strict=True)), 6)
-        per_frame = [round(timed_ms(lambda c=c, i=i, b=backend: b.encode(c, i)), 2) for c, i in frames]
-        row["ms"] = round(sum(per_frame), 2)
-        row["ms_per_frame"] = dict(zip(map(str, PROBE_PERSONS), per_frame, strict=True))
         if row["min_cosine"] < COSINE_FLOORS[prec]:
             row["rejected"] = f"min cosine {row['min_cosine']} < {COSINE_FLOORS[prec]}"
         built[(kind, prec)] = backend
         figures.append(row)
+    calls = {pair: [lambda c=c, i=i, b=b: b.encode(c, i) for c, i in frames] for pair, b in built.items()}
+    for pair, per_frame in time_interleaved(calls).items():
+        row = next(f for f in figures if (f["backend"], f["precision"]) == pair)
+        row["ms"] = round(sum(per_frame), 2)
+        row["ms_per_frame"] = {str(p): round(ms, 2) for p, ms in zip(PROBE_PERSONS, per_frame, strict=True)}
     best = pick(figures)
     choice = {"backend": best["backend"], "precision": best["precision"], "probed": True}
     return {**choice, "machine": describe_cpu(), "persons": list(PROBE_PERSONS), "figures": figures}, built

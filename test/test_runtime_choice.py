@@ -15,6 +15,7 @@ import torch
 from conftest import photo
 
 import ros_fer.machine as machine
+import ros_fer.measured as measured
 import ros_fer.runtime as runtime
 from ros_fer.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend, export_onnx
 from ros_fer.crops import Person, crop_batch
@@ -92,26 +93,34 @@ def fixed_timings(tmp_path, monkeypatch):
     times = {("torch", "fp32"): 100.0, ("torch", "bf16"): 40.0, ("openvino", "bf16"): 45.0}
     times[("onnxruntime", "int8")] = 30.0
     times[("openvino", "int8")] = 35.0
-    state = {"current": None, "probes": 0}
+    state = {"probes": 0}
 
-    def timed(fn):
-        fn()
-        return times[state["current"]]
+    def timed(calls, rounds=measured.ROUNDS):
+        for fns in calls.values():  # each candidate still runs (what a real probe does), at a fixed figure
+            for fn in fns:
+                fn()
+        return {pair: [times[pair]] * len(fns) for pair, fns in calls.items()}
 
-    monkeypatch.setattr(runtime, "timed_ms", timed)
+    monkeypatch.setattr(runtime, "time_interleaved", timed)
     real_probe = runtime.probe_runtimes
 
     def probe(make, pairs, levels, size):
         state["probes"] += 1
-
-        def tracked(kind, precision):
-            state["current"] = (kind, precision)
-            return make(kind, precision)
-
-        return real_probe(tracked, pairs, levels, size)
+        return real_probe(make, pairs, levels, size)
 
     monkeypatch.setattr(runtime, "probe_runtimes", probe)
     return times, state
+
+
+def test_the_probe_times_candidates_in_turn():
+    """Round-robin: after one untimed call each, every round runs each candidate's frames once, so a slow
+    spell of the machine falls on all of them; one median per candidate and frame comes back."""
+    order = []
+    calls = {key: [lambda k=key, f=f: order.append((k, f)) for f in range(2)] for key in ("a", "b", "c")}
+    got = measured.time_interleaved(calls, rounds=3)
+    untimed = [(k, f) for k in "abc" for f in range(2)]
+    assert order[:6] == untimed and order[6:] == untimed * 3
+    assert set(got) == {"a", "b", "c"} and all(len(v) == 2 and min(v) >= 0 for v in got.values())
 
 
 def tiny_params(**over):

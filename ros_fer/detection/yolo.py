@@ -131,23 +131,25 @@ def runtime_choice(yolo, model, weights: str, imgsz: int, predict) -> dict:
     left out with the reason (`rejected`), and the start goes on with the others; torch is always there."""
     from ..crops import sample_frame
     from ..machine import describe_cpu
-    from ..measured import cached_choice, timed_ms
+    from ..measured import cached_choice, time_interleaved
 
     frame = sample_frame(2)[0]
     names = runtime_candidates()
 
     def measure() -> dict:
-        ms, rejected = {}, {}
+        calls, rejected = {}, {}
         for name in names:
             try:
                 candidate = (
                     model if name == "torch" else yolo(cached_export(model, weights, imgsz, name), task=model.task)
                 )
-                ms[name] = round(timed_ms(lambda m=candidate: predict(m, frame, None)), 2)
+                predict(candidate, frame, None)  # its first run: a runtime that cannot run is left out here
+                calls[name] = [lambda m=candidate: predict(m, frame, None)]
             except Exception as exc:  # noqa: BLE001 - any failure of an optional runtime leaves it out
                 if name == "torch":
                     raise
                 rejected[name] = f"{type(exc).__name__}: {exc}"[:300]
+        ms = {name: round(per[0], 2) for name, per in time_interleaved(calls).items()}  # all timed in turn
         choice = {"runtime": min(ms, key=ms.get), "ms": ms, "imgsz": imgsz, "machine": describe_cpu()}
         return {**choice, "rejected": rejected} if rejected else choice
 

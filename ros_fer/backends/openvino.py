@@ -7,7 +7,9 @@ ros_fer's other caches, so a later start skips both."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -132,15 +134,9 @@ def quantized_model(onnx: Path, meta: dict, core, config: dict) -> Path:
     if not (target.is_file() and report.is_file()):
         calibration = calibration_crops(meta["levels"], int(meta["image_size"]))
         source = core.read_model(str(onnx))
-        quantized = nncf.quantize(
-            source,
-            nncf.Dataset(calibration),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(calibration),
-            advanced_parameters=nncf.AdvancedQuantizationParameters(
-                smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1)  # -1: SmoothQuant off
-            ),
-        )
+        # NNCF draws progress bars on stdout, which `ros-fer infer` keeps for its JSON lines: kept off it
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantized = _quantize(nncf, source, calibration)
         reference = core.compile_model(source, "CPU", {**config, "INFERENCE_PRECISION_HINT": "f32"})
         candidate = core.compile_model(quantized, "CPU", config)
         names = [o.get_any_name() for o in reference.outputs]
@@ -158,3 +154,16 @@ def quantized_model(onnx: Path, meta: dict, core, config: dict) -> Path:
     if cosine < INT8_MIN_COSINE:
         raise Int8ParityError(str(onnx), cosine)
     return target
+
+
+def _quantize(nncf, source, calibration):
+    """NNCF's post-training quantisation as `quantized_model` makes it (see there for the recipe)."""
+    return nncf.quantize(
+        source,
+        nncf.Dataset(calibration),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(calibration),
+        advanced_parameters=nncf.AdvancedQuantizationParameters(
+            smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1)  # -1: SmoothQuant off
+        ),
+    )

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .backends.graphs import bucket
+from .backends.openvino import keep_signal_stack
 from .crops import CropBatch, Person, associate, crop_batch, crop_batch_tensor, crop_boxes
 from .detection import Detections, Detector, create_detector
 from .errors import ConfigError, InputShapeError
@@ -168,7 +169,7 @@ class PendingFrame:
 
 def detector_from_params(params: dict) -> Detector:
     """The detector the perception parameters name (the node's, `ros-fer infer`'s and `ros-fer adapt`'s)."""
-    return create_detector(
+    detector = create_detector(
         params["detector"],
         resolve_device(params["device"]),
         params["person_weights"],
@@ -181,6 +182,8 @@ def detector_from_params(params: dict) -> Detector:
         graphs_on(params, resolve_device(params["device"])),
         params["detector_imgsz"],
     )
+    keep_signal_stack()  # ultralytics' OpenVINO YOLO (its own Core, probed or kept) swaps it (see there)
+    return detector
 
 
 class Pipeline:

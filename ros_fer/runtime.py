@@ -23,6 +23,7 @@ from .backends import (
     parity_path,
     read_onnx_meta,
 )
+from .backends.openvino import keep_signal_stack
 from .backends.tensorrt import import_tensorrt
 from .bundle import MANIFEST, load_bundle
 from .errors import ConfigError, FerError
@@ -157,9 +158,8 @@ def runtime_candidates(
     """(backend, precision) pairs `backend: auto` considers here, torch fp32 (the reference) first on the CPU.
     CUDA: torch fp16 (with CUDA graphs where on); TensorRT only when asked for by name. CPU: torch fp32,
     torch bf16 where the CPU has native bf16, OpenVINO (installed, and the model has or can export the fp32
-    graph) in bf16 where the CPU has native bf16 and in fp32 elsewhere (and in int8 where NNCF is installed
-    too, only under an explicit precision int8), onnxruntime int8 where the model has (or can export) that
-    graph. An explicit precision keeps only its
+    graph) in bf16 where the CPU has native bf16 and in fp32 elsewhere, and in int8 where NNCF is installed
+    too, onnxruntime int8 where the model has (or can export) that graph. An explicit precision keeps only its
     own candidates. openvino / nncf: whether those are installed (None: look)."""
     if device.startswith("cuda"):
         return [("torch", "fp16" if precision == "auto" else precision)]
@@ -167,9 +167,7 @@ def runtime_candidates(
     pairs = [("torch", "fp32")] + ([("torch", "bf16")] if bf16 else [])
     if (openvino_version() is not None if openvino is None else openvino) and "fp32" in graphs_of:
         pairs.append(("openvino", "bf16" if bf16 else "fp32"))
-        # OpenVINO int8 only where asked for by name for now: a node running it died at shutdown (SIGSEGV on
-        # SIGINT, test_node's lifecycle test), not yet explained
-        if precision == "int8" and (package_version("nncf") is not None if nncf is None else nncf):
+        if package_version("nncf") is not None if nncf is None else nncf:
             pairs.append(("openvino", "int8"))
     pairs += [("onnxruntime", "int8")] if "int8" in graphs_of else []
     if precision != "auto":
@@ -316,6 +314,7 @@ def build_runtime(params: dict) -> Runtime:
         backend = _parity_fallback(lambda p: make(kind, p), precision, asked == "auto", warnings)
     head, text, labels, levels, size = parts
     text = {k: v.to(backend.device) for k, v in text.items()}
+    keep_signal_stack()  # the probe's OpenVINO candidates, freed in any order, left it unmapped (see there)
     return Runtime(backend, head, text, labels, levels, size, desc, warnings, choice)
 
 

@@ -35,9 +35,14 @@ def test_bf16_is_offered_only_where_the_cpu_has_it():
     assert avx2 == [("torch", "fp32"), ("openvino", "fp32"), ("onnxruntime", "int8")]
     amx = runtime.runtime_candidates("cpu", ISA_AMX, openvino=True, nncf=False)
     assert ("openvino", "bf16") in amx and ("openvino", "fp32") not in amx and ("openvino", "int8") not in amx
-    # OpenVINO int8 (NNCF installed too) only under an explicit precision int8 for now; never without OpenVINO
+    # OpenVINO int8 where NNCF is installed too, by default and under an explicit int8; never without OpenVINO
     int8 = [("openvino", "int8"), ("onnxruntime", "int8")]
-    assert ("openvino", "int8") not in runtime.runtime_candidates("cpu", ISA_AMX, openvino=True, nncf=True)
+    assert runtime.runtime_candidates("cpu", ISA_AMX, openvino=True, nncf=True)[-2:] == int8
+    assert runtime.runtime_candidates("cpu", ["avx2"], openvino=True, nncf=True) == [
+        ("torch", "fp32"),
+        ("openvino", "fp32"),
+        *int8,
+    ]
     assert runtime.runtime_candidates("cpu", ["avx2"], "int8", openvino=True, nncf=True) == int8
     assert ("openvino", "int8") not in runtime.runtime_candidates("cpu", ISA_AMX, "int8", openvino=False, nncf=True)
     assert ("openvino", "bf16") not in runtime.runtime_candidates("cpu", ISA_AMX, openvino=False)

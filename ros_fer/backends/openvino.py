@@ -8,10 +8,14 @@ ros_fer's other caches, so a later start skips both."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import io
 import json
 import os
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,56 @@ def import_openvino():
             "backend 'openvino' needs the openvino package (pip install openvino; scripts/setup.sh installs it)"
         ) from exc
     return openvino
+
+
+@functools.cache
+def shared_core():
+    """The one `openvino.Core` ros_fer compiles with, for the process's life: each Core loads its own CPU
+    plugin, and each plugin swaps the loading thread's alternate signal stack (see `keep_signal_stack`), so
+    fewer of them means fewer swaps; a plugin is also loaded once instead of per backend."""
+    return import_openvino().Core()
+
+
+class _SignalStack(ctypes.Structure):  # struct stack_t (Linux)
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+SIGNAL_STACK_BYTES = 256 * 1024  # AMX's signal frame alone is ~11 KiB; ample for any handler CPython runs
+_SIGNAL_STACKS: dict[int, _SignalStack] = {}  # thread ident -> the stack ros_fer gave it (never unmapped)
+
+
+def keep_signal_stack() -> bool:
+    """Give the calling thread an alternate signal stack that ros_fer owns for the process's life, where
+    OpenVINO has been loaded (True: one was set now).
+
+    Why: OpenVINO's CPU plugin (per Core) maps a stack and makes it the thread's alternate signal stack when
+    it loads, and unmaps it when the Core goes; it restores the stack it found only if its own is still the
+    current one. Two Cores freed in the other order than they were made (the runtime probe's candidates,
+    NNCF's calibration engines, ultralytics' OpenVINO YOLO) leave the thread's alternate stack pointing at
+    unmapped memory, and CPython installs its handlers with SA_ONSTACK: the next SIGINT killed the process
+    (SIGSEGV, si_code SI_KERNEL) instead of stopping the node. With a stack of ours current, no plugin
+    restores anything (theirs are not current), and the handlers run on memory that stays mapped. Called
+    after the parts that may load OpenVINO are built (`runtime.build_runtime`, `pipeline.detector_from_params`)."""
+    if not sys.platform.startswith("linux") or "openvino" not in sys.modules:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    current = _SignalStack()
+    if libc.sigaltstack(None, ctypes.byref(current)) != 0 or current.ss_flags & 1:  # SS_ONSTACK: on it now
+        return False
+    ident = threading.get_ident()
+    ours = _SIGNAL_STACKS.get(ident)
+    if ours is not None and current.ss_sp == ours.ss_sp and not current.ss_flags & 2:  # SS_DISABLE
+        return False
+    if ours is None:
+        prot, flags = 0x1 | 0x2, 0x02 | 0x20 | 0x20000  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_STACK
+        address = libc.mmap(None, SIGNAL_STACK_BYTES, prot, flags, -1, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            return False
+        ours = _SignalStack(address, 0, SIGNAL_STACK_BYTES)
+        _SIGNAL_STACKS[ident] = ours
+    return libc.sigaltstack(ctypes.byref(ours), None) == 0
 
 
 class OpenVinoBackend:
@@ -71,7 +125,7 @@ class OpenVinoBackend:
             )
         self.device, self.precision = "cpu", precision
         self.output_names = tuple(self.meta["outputs"])
-        core = ov.Core()
+        core = shared_core()
         # int8: the quantised layers run int8, the rest in bf16 where native, else fp32
         hint = PRECISIONS[precision] or ("bf16" if native_bf16() else "f32")
         config = {

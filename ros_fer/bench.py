@@ -19,6 +19,7 @@ from .backends.image_side import dense_index
 from .crops import associate, crop_batch
 from .crops import sample_frame as bench_frame
 from .detection import Detections
+from .errors import ConfigError
 from .machine import machine
 from .params import load_params
 from .pipeline import Pipeline
@@ -372,39 +373,71 @@ def bench_runs(backend: str, precision: str, detector_runtimes, device: str, isa
     return runs
 
 
+def _config(result: dict) -> tuple:
+    """What a row asked for: the same configuration in every pass of `--repeat`."""
+    asked = result["asked"]
+    return (result["persons"], result["detector"], asked["backend"], asked["precision"], asked.get("detector_runtime"))
+
+
+def _across_passes(results: list[dict]) -> list[dict]:
+    """One entry per configuration (first seen first): its rows' whole-frame and encode medians, and their
+    median across the passes of `--repeat` (a single pass: its own figures)."""
+    rows: dict[tuple, dict] = {}
+    for r in results:
+        row = rows.setdefault(_config(r), {"result": r, "frame": [], "encode": []})
+        row["frame"].append(r["stages_ms"]["frame"]["median"])
+        row["encode"].append(r["stages_ms"]["encode"]["median"])
+    return [
+        {**row, "frame_ms": float(np.median(row["frame"])), "encode_ms": float(np.median(row["encode"]))}
+        for row in rows.values()
+    ]
+
+
 def compare(results: list[dict]) -> dict:
-    """Side by side, per person count: each run's encoder speed-up over torch fp32, and the default
-    (`backend: auto`) against the fastest explicit option measured in the same run (whole frame, median)."""
+    """Side by side, per person count: each configuration's encoder speed-up over torch fp32, and the default
+    (`backend: auto`) against the fastest explicit option measured in the same run (whole frame). With
+    `--repeat`, each configuration's figure is the median over the passes (rows in alternating order)."""
     out: dict = {"encoder_speedup_over_torch_fp32": {}, "default_vs_fastest_explicit": {}}
+    configs = _across_passes(results)
     for persons in sorted({r["persons"] for r in results}):
-        runs = [r for r in results if r["persons"] == persons]
-        default = next((r for r in runs if _is_default(r)), None)
-        explicit = [r for r in runs if not _is_default(r)]
-        base = next((r for r in explicit if (r["backend"], r["precision"]) == ("torch", "fp32")), None)
-        for r in runs:
-            same_detector = base is not None and r["asked"].get("detector_runtime") == base["asked"].get(
+        runs = [c for c in configs if c["result"]["persons"] == persons]
+        default = next((c for c in runs if _is_default(c["result"])), None)
+        explicit = [c for c in runs if not _is_default(c["result"])]
+        base = next((c for c in explicit if _names(c["result"]) == ("torch", "fp32")), None)
+        for c in runs:
+            r = c["result"]
+            same_detector = base is not None and r["asked"].get("detector_runtime") == base["result"]["asked"].get(
                 "detector_runtime"
             )
-            if same_detector and r is not base:
+            if same_detector and c is not base:
                 name = f"{r['asked']['backend']}:{r['backend']}-{r['precision']}-{persons}p"
-                speedup = base["stages_ms"]["encode"]["median"] / r["stages_ms"]["encode"]["median"]
-                out["encoder_speedup_over_torch_fp32"][name] = round(speedup, 3)
+                out["encoder_speedup_over_torch_fp32"][name] = round(base["encode_ms"] / c["encode_ms"], 3)
         if default is not None and explicit:
-            best = min(explicit, key=lambda r: r["stages_ms"]["frame"]["median"])
+            best = min(explicit, key=lambda c: c["frame_ms"])
+            d, b = default["result"], best["result"]
             out["default_vs_fastest_explicit"][f"{persons}p"] = {
-                "default": f"{default['backend']} {default['precision']}, YOLO {default.get('detector_runtime')}",
-                "default_ms": default["stages_ms"]["frame"]["median"],
-                "fastest_explicit": f"{best['backend']} {best['precision']}, YOLO {best.get('detector_runtime')}",
-                "fastest_ms": best["stages_ms"]["frame"]["median"],
-                "ratio": round(default["stages_ms"]["frame"]["median"] / best["stages_ms"]["frame"]["median"], 3),
+                "default": f"{d['backend']} {d['precision']}, YOLO {d.get('detector_runtime')}",
+                "default_ms": round(default["frame_ms"], 3),
+                "fastest_explicit": f"{b['backend']} {b['precision']}, YOLO {b.get('detector_runtime')}",
+                "fastest_ms": round(best["frame_ms"], 3),
+                "ratio": round(default["frame_ms"] / best["frame_ms"], 3),
+                "passes": len(default["frame"]),
+                "default_ms_per_pass": default["frame"],
+                "fastest_ms_per_pass": best["frame"],
             }
     return out
+
+
+def _names(result: dict) -> tuple[str, str]:
+    return result["backend"], result["precision"]
 
 
 def main_bench(args) -> int:
     from .machine import cpu_info
     from .runtime import resolve_device
 
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat {args.repeat}: give the number of passes, 1 or more")
     graphs = {"cuda_graphs": args.cuda_graphs} if args.cuda_graphs else {}
     # --backend all / --detector-runtime all: the default beside every candidate its probe weighs here
     runs = bench_runs(
@@ -416,25 +449,31 @@ def main_bench(args) -> int:
     if args.person_weights:
         overrides["person_weights"] = args.person_weights
     results = []
-    for persons in args.persons:
-        for detector in args.detectors:
-            for backend, precision, detector_runtime in runs:
-                params = load_params(
-                    args.config,
-                    {
-                        **overrides,
-                        "backend": backend,
-                        "precision": precision,
-                        "detector": detector,
-                        "detector_runtime": detector_runtime,
-                        "detector_imgsz": args.detector_imgsz,
-                        "max_persons": max(persons, 1),
-                        **graphs,
-                    },
-                )
-                results.append(
-                    run_bench(params, args.frames, args.warmup, persons, tuple(args.batches), args.boxes, args.profile)
-                )
+    # --repeat: every row again, odd passes in reverse order, so that neither a row's place in the run nor a
+    # slow spell of a shared machine falls on one configuration; compare() takes the median over passes
+    for rep in range(args.repeat):
+        for persons in args.persons:
+            for detector in args.detectors:
+                for backend, precision, detector_runtime in runs if rep % 2 == 0 else runs[::-1]:
+                    params = load_params(
+                        args.config,
+                        {
+                            **overrides,
+                            "backend": backend,
+                            "precision": precision,
+                            "detector": detector,
+                            "detector_runtime": detector_runtime,
+                            "detector_imgsz": args.detector_imgsz,
+                            "max_persons": max(persons, 1),
+                            **graphs,
+                        },
+                    )
+                    results.append(
+                        run_bench(
+                            params, args.frames, args.warmup, persons, tuple(args.batches), args.boxes, args.profile
+                        )
+                        | {"pass": rep}
+                    )
     report: dict = {"machine": machine(), "results": results, **compare(results)}
     text = json.dumps(report, indent=2)
     if args.json:

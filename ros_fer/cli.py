@@ -343,6 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="PASSES",
+        help="run every configuration this many times, every other pass in reverse order; the comparisons "
+        "take each configuration's median over the passes (a shared machine's slow spells and a row's place "
+        "in the run then fall on all alike)",
+    )
+    p.add_argument(
         "--profile",
         type=int,
         default=0,

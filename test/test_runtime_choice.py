@@ -279,20 +279,38 @@ def test_bench_runs_vary_one_axis_at_a_time_beside_the_default():
 def test_bench_all_shows_the_default_beside_every_candidate(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [str(Path(sys.executable).with_name("ros-fer")), "bench", "--backend", "all", "--backbone", "tiny-random"]
-    cmd += ["--detectors", "opencv", "--frames", "2", "--warmup", "1", "--batches", "1", "--json", str(out)]
+    cmd += ["--detectors", "opencv", "--frames", "2", "--warmup", "1", "--batches", "1", "--repeat", "2"]
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    res = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(out.read_text())
     asked = [(r["asked"]["backend"], r["asked"]["precision"]) for r in report["results"]]
     candidates = runtime.runtime_candidates("cpu", machine.cpu_info()["isa"])
+    # two passes, the second in reverse order: the default first, then last
+    rows = len(asked) // 2
+    assert [r["pass"] for r in report["results"]] == [0] * rows + [1] * rows
+    assert asked[rows:] == asked[:rows][::-1]
+    asked = asked[:rows]
     assert asked[0] == ("auto", "auto") and set(candidates) <= set(asked[1:])
     default = report["results"][0]
     assert (default["backend"], default["precision"]) == tuple(
         (default["runtime_choice"]["backend"], default["runtime_choice"]["precision"])
     )
     assert set(report["default_vs_fastest_explicit"]) == {"1p"}
+    versus = report["default_vs_fastest_explicit"]["1p"]
+    frame = {}  # per configuration, the whole frame's median in each pass, gathered here from the rows
+    for r in report["results"]:
+        key = (r["asked"]["backend"], r["asked"]["precision"])
+        frame.setdefault(key, []).append(r["stages_ms"]["frame"]["median"])
+    assert versus["passes"] == 2 and versus["default_ms_per_pass"] == frame[("auto", "auto")]
+    assert versus["default_ms"] == pytest.approx(sum(frame[("auto", "auto")]) / 2, abs=1e-3)
+    fastest = min(sum(v) / 2 for k, v in frame.items() if k != ("auto", "auto"))
+    assert versus["fastest_ms"] == pytest.approx(fastest, abs=1e-3)
+    assert versus["ratio"] == pytest.approx(versus["default_ms"] / fastest, abs=2e-3)
     assert report["machine"]["model"] and "isa" in report["machine"]
+    # a pass count that means nothing is said, with the flag's name
+    bad = subprocess.run([*cmd[:-2], "--repeat", "0"], capture_output=True, text=True, timeout=600, env=env)
+    assert bad.returncode != 0 and "--repeat 0" in bad.stderr and "Traceback" not in bad.stderr
 
 
 # ---- YOLO: input size and runtime --------------------------------------------------------------------------

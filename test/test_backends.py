@@ -313,3 +313,53 @@ def test_openvino_cores_freed_out_of_order_leave_sigint_working():
     assert report["again"] is False, report  # a second call finds its own stack in place and leaves it
     # what the guard was for, as OpenVINO 2026.4 behaves (a later OpenVINO may keep it mapped: not asserted)
     print("before the guard:", report["before"])
+
+
+def test_onnx_metadata_is_read_again_when_the_file_changes(tmp_path):
+    """read_onnx_meta remembers a graph's metadata for the process (a start reads it more than once), by path,
+    inode, size and modification time: a graph written again in its place is read again, and what the caller
+    changes in the dict it got stays with the caller."""
+    import onnx
+
+    from ros_fer.backends.onnx import META_KEY
+
+    model = tiny("zeroshot").eval()
+    path = export_onnx(model, tmp_path / "g.onnx")
+    first = read_onnx_meta(path)
+    first["identity"] = "changed by the caller"
+    assert read_onnx_meta(path)["identity"] == model.identity()
+    graph = onnx.load(str(path))  # the metadata rewritten by onnx itself, saved in the file's place
+    entry = next(e for e in graph.metadata_props if e.key == META_KEY)
+    entry.value = json.dumps({**json.loads(entry.value), "image_size": 999})
+    onnx.save(graph, str(tmp_path / "new.onnx"))
+    (tmp_path / "new.onnx").replace(path)
+    assert read_onnx_meta(path)["image_size"] == 999
+
+
+def test_the_int8_cache_key_hash_is_remembered_by_size_and_time(tmp_path):
+    """OpenVINO int8 is cached by the ONNX graph's SHA-256; hashing a graph of hundreds of MB at every start
+    cost ~0.5 s, so the digest is remembered beside the cache by path, size and modification time (checked
+    here against hashlib on the bytes)."""
+    import hashlib
+    import os
+
+    from ros_fer.backends.openvino import file_digest
+
+    graph, memo = tmp_path / "g.onnx", tmp_path / "int8" / "digests.json"
+    graph.write_bytes(b"a" * 1000)
+    assert file_digest(graph, memo) == hashlib.sha256(b"a" * 1000).hexdigest()[:16]
+    # a hit reads the memo, not the file: a marker put there comes back
+    known = json.loads(memo.read_text())
+    stamp = known[str(graph.resolve())]
+    known[str(graph.resolve())] = {**stamp, "sha256": "f" * 64}
+    memo.write_text(json.dumps(known))
+    assert file_digest(graph, memo) == "f" * 16
+    # the same size written again with another time: hashed again
+    graph.write_bytes(b"c" * 1000)
+    os.utime(graph, ns=(stamp["mtime_ns"] + 10**9, stamp["mtime_ns"] + 10**9))
+    assert file_digest(graph, memo) == hashlib.sha256(b"c" * 1000).hexdigest()[:16]
+    graph.write_bytes(b"d" * 1001)  # another size
+    assert file_digest(graph, memo) == hashlib.sha256(b"d" * 1001).hexdigest()[:16]
+    memo.write_text("[not, json")  # a broken memo is a miss, then written whole again
+    assert file_digest(graph, memo) == hashlib.sha256(b"d" * 1001).hexdigest()[:16]
+    assert json.loads(memo.read_text())[str(graph.resolve())]["size"] == 1001

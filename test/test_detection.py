@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -164,17 +165,17 @@ def test_yolo_onnx_runtime_matches_torch(tmp_path):
 
 
 def test_yolo_openvino_runtime_matches_torch(tmp_path):
-    """ultralytics' own OpenVINO export (fp32 IR), cached once per weights and size, finds what torch finds."""
+    """ultralytics' own OpenVINO export (fp32 IR, dynamic input), cached once per weights and size, finds what
+    torch finds on a 640x480 frame: both letterbox it to 640x480, not to a 640x640 square (random weights
+    answer in input coordinates, so a square letterbox would move every box)."""
     from ultralytics import YOLO
 
     weights = tmp_path / "pose.pt"
     YOLO(random_pose()).save(str(weights))
-    # square: the static 640x640 export letterboxes a 640x480 frame differently from torch's 640x480 input, and
-    # random weights answer in input coordinates
-    frame = np.ascontiguousarray(photo("zidane.jpg")[:640, :640, ::-1])
+    frame = np.ascontiguousarray(cv2.resize(photo("zidane.jpg"), (640, 480))[:, :, ::-1])
     by_torch = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="torch").detect(frame)
     by_openvino = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="openvino", imgsz=640)
-    exported = list((tmp_path / "cache" / "ros_fer" / "yolo").glob("pose.*.640_openvino_model"))
+    exported = list((tmp_path / "cache" / "ros_fer" / "yolo").glob("pose.*.640.dynamic_openvino_model"))
     assert len(exported) == 1 and (exported[0] / "metadata.yaml").is_file()
     got = by_openvino.detect(frame)
     assert len(got.bodies) == len(by_torch.bodies) == 5

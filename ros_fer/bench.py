@@ -403,7 +403,9 @@ def compare(results: list[dict]) -> dict:
         runs = [c for c in configs if c["result"]["persons"] == persons]
         default = next((c for c in runs if _is_default(c["result"])), None)
         explicit = [c for c in runs if not _is_default(c["result"])]
-        base = next((c for c in explicit if _names(c["result"]) == ("torch", "fp32")), None)
+        base = next(
+            (c for c in explicit if (c["result"]["backend"], c["result"]["precision"]) == ("torch", "fp32")), None
+        )
         for c in runs:
             r = c["result"]
             same_detector = base is not None and r["asked"].get("detector_runtime") == base["result"]["asked"].get(
@@ -426,10 +428,6 @@ def compare(results: list[dict]) -> dict:
                 "fastest_ms_per_pass": best["frame"],
             }
     return out
-
-
-def _names(result: dict) -> tuple[str, str]:
-    return result["backend"], result["precision"]
 
 
 def main_bench(args) -> int:

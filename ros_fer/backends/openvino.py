@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import hashlib
 import io
 import json
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..backbone import file_sha256
 from ..errors import ConfigError
 from ..machine import native_bf16
 from ..paths import cache_dir
@@ -217,18 +217,18 @@ def file_digest(path: Path, memo: Path) -> str:
     """The first 16 hex digits of a file's SHA-256, remembered in `memo` (JSON) by path, size and modification
     time, so a later start does not read and hash a graph of hundreds of MB again (~0.5 s for ViT-B-32); a
     file that changed in any of those is hashed again. An unreadable or foreign memo is only a miss."""
-    stat = path.stat()
+    stat, key = path.stat(), str(path.resolve())
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     try:
         known = json.loads(memo.read_text())
-        entry = known.get(str(path.resolve())) if isinstance(known, dict) else None
     except (OSError, ValueError):
-        known, entry = {}, None
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    entry = known.get(key)
     if isinstance(entry, dict) and {k: entry.get(k) for k in stamp} == stamp and isinstance(entry.get("sha256"), str):
         return entry["sha256"][:16]
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    known = known if isinstance(known, dict) else {}
-    known[str(path.resolve())] = {**stamp, "sha256": sha}
+    sha = file_sha256(path)  # streamed: a graph of hundreds of MB is never held whole
+    known[key] = {**stamp, "sha256": sha}
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo.with_suffix(f".{os.getpid()}.tmp")

@@ -13,6 +13,7 @@ import torch
 
 from .backbone import register_local_backbones
 from .backends import (
+    GRAPH_FORM,
     INT8_MIN_COSINE,
     Int8ParityError,
     OnnxRuntimeBackend,
@@ -187,7 +188,7 @@ def _cosines(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> floa
     rows = [
         torch.nn.functional.cosine_similarity(got[k].float().flatten(1), ref[k].float().flatten(1), dim=1) for k in ref
     ]
-    return float(torch.cat(rows).min())
+    return float(torch.nan_to_num(torch.cat(rows), nan=-1.0).min())  # a NaN feature never passes a floor
 
 
 def probe_frames(levels, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -318,10 +319,15 @@ def build_runtime(params: dict) -> Runtime:
     return Runtime(backend, head, text, labels, levels, size, desc, warnings, choice)
 
 
+def _stale_graph(meta: dict, model: FerModel) -> bool:
+    """A cached graph of another model, or written in an older form (a faster one exists: `GRAPH_FORM`)."""
+    return meta["identity"] != model.identity() or meta.get("graph_form") != GRAPH_FORM
+
+
 def _cached_onnx(model: FerModel, precision: str) -> Path:
     """The image side exported once per model identity and precision, then reused."""
     onnx = cache_dir() / "onnx" / f"{key(model.identity())}.{precision}.onnx"
-    stale = not onnx.is_file() or read_onnx_meta(onnx)["identity"] != model.identity()
+    stale = not onnx.is_file() or _stale_graph(read_onnx_meta(onnx), model)
     if precision == "int8":  # an int8 graph of an older export carries no parity reference
         stale = stale or not parity_path(onnx).is_file()
     if stale:

@@ -13,6 +13,7 @@ import torch
 from conftest import tiny
 
 from ros_fer.backends import (
+    GRAPH_FORM,
     INT8_MIN_COSINE,
     ImageSide,
     Int8ParityError,
@@ -22,6 +23,7 @@ from ros_fer.backends import (
     parity_path,
     read_onnx_meta,
 )
+from ros_fer.backends.image_side import PlainSelfAttention, plain_attention
 from ros_fer.bundle import export_bundle, load_bundle
 from ros_fer.errors import BankMismatchError, ConfigError
 from ros_fer.head import Head
@@ -70,6 +72,58 @@ def test_onnxruntime_fp32_parity_with_torch_at_any_batch(exported):
         ours = ort_backend.encode(crops)
         assert next(iter(ours.values())).shape[0] == batch
         assert max_diff(ours, torch_backend.encode(crops)) <= 1e-4
+
+
+def test_plain_attention_computes_what_torch_multihead_attention_does():
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(48, 4, batch_first=True).eval()
+    plain = PlainSelfAttention(copy.deepcopy(mha)).eval()
+    x, other = torch.randn(3, 11, 48), torch.randn(3, 5, 48)
+    mask = torch.randn(11, 11)
+    with torch.no_grad():
+        want = mha(x, x, x, need_weights=False)[0]
+        got, weights = plain(x, x, x, need_weights=False)
+        assert weights is None and torch.allclose(got, want, atol=1e-5)
+        # by hand, per head: softmax(q k^T / sqrt(d)) v with q, k, v from the packed projection
+        q, k, v = torch.nn.functional.linear(x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
+        heads = [
+            torch.softmax(q[..., h * 12 : (h + 1) * 12] @ k[..., h * 12 : (h + 1) * 12].transpose(1, 2) / 12**0.5, -1)
+            @ v[..., h * 12 : (h + 1) * 12]
+            for h in range(4)
+        ]
+        assert torch.allclose(got, mha.out_proj(torch.cat(heads, -1)), atol=1e-5)
+        # anything but plain self-attention is the original module's, exactly
+        for args, kwargs in [
+            ((x, other, other), {"need_weights": False}),
+            ((x, x, x), {"need_weights": False, "attn_mask": mask}),
+            ((x, x, x), {"need_weights": False, "key_padding_mask": torch.rand(3, 11) < 0.2}),
+            ((x, x, x), {}),  # need_weights: True is the module's default
+        ]:
+            theirs, ours = mha(*args, **kwargs), plain(*args, **kwargs)
+            assert all(a is b is None or torch.equal(a, b) for a, b in zip(theirs, ours, strict=True))
+    cross = torch.nn.MultiheadAttention(48, 4, kdim=16, vdim=16, batch_first=True)  # unpacked: not covered
+    seq_first = torch.nn.MultiheadAttention(48, 4)
+    holder = torch.nn.ModuleDict({"a": copy.deepcopy(mha), "b": cross, "c": seq_first})
+    assert plain_attention(holder) == 1 and isinstance(holder["a"], PlainSelfAttention)
+    assert holder["b"] is cross and holder["c"] is seq_first
+
+
+def test_exported_attention_is_written_plainly(exported):
+    """The exported graph's attention in the ops OpenVINO fuses: four 4-D transposes per layer (q, k, v and the
+    heads back), plus the input's and the patch embedding's; torch's own module exported 9 per layer,
+    two of them 5-D, which OpenVINO's CPU plugin ran one by one (README, CPU speed)."""
+    import onnx
+
+    model, path = exported
+    layers = len(model.clip.visual.transformer.resblocks)
+    perms = [
+        list(next(a.ints for a in node.attribute if a.name == "perm"))
+        for node in onnx.load(str(path)).graph.node
+        if node.op_type == "Transpose"
+    ]
+    assert max(len(p) for p in perms) == 4
+    assert len(perms) == 4 * layers + 2
+    assert read_onnx_meta(path)["graph_form"] == GRAPH_FORM
 
 
 def test_onnx_carries_identity_and_head(exported):
@@ -363,3 +417,84 @@ def test_the_int8_cache_key_hash_is_remembered_by_size_and_time(tmp_path):
     memo.write_text("[not, json")  # a broken memo is a miss, then written whole again
     assert file_digest(graph, memo) == hashlib.sha256(b"d" * 1001).hexdigest()[:16]
     assert json.loads(memo.read_text())[str(graph.resolve())]["size"] == 1001
+
+
+def test_a_cached_graph_of_an_older_form_is_exported_again(tmp_path, monkeypatch):
+    """A start after an upgrade must not keep running the graph an older release cached (torch's attention,
+    20-24 % slower on OpenVINO): a cached graph without this form is exported again; one with it is reused."""
+    import onnx
+
+    from ros_fer.runtime import _cached_onnx
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model = tiny("zeroshot").eval()
+    path = _cached_onnx(model, "fp32")
+    stamp = path.stat().st_mtime_ns
+    assert _cached_onnx(model, "fp32") == path and path.stat().st_mtime_ns == stamp  # reused as it is
+    graph = onnx.load(str(path))  # now as an older release wrote it: no graph_form in its metadata
+    entry = next(e for e in graph.metadata_props if e.key == "ros_fer")
+    meta = json.loads(entry.value)
+    del meta["graph_form"]
+    entry.value = json.dumps(meta)
+    onnx.save(graph, str(path))
+    older = path.stat().st_mtime_ns
+    assert _cached_onnx(model, "fp32") == path and path.stat().st_mtime_ns != older
+    assert read_onnx_meta(path)["graph_form"] == GRAPH_FORM
+
+
+def test_a_nan_feature_fails_every_parity_floor():
+    """The cosine of a NaN feature compares False with any floor, and Python's min() skips it: a graph
+    giving NaN would have passed int8 parity (min_cosine) and escaped the probe's rejection (_cosines)."""
+    from ros_fer.backends.onnx import min_cosine
+    from ros_fer.runtime import _cosines
+
+    ref = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    bad = ref.copy()
+    bad[2, 3] = np.nan
+    assert min_cosine([ref], [ref]) == pytest.approx(1.0)
+    assert min_cosine([bad], [ref]) == -1.0 and min_cosine([ref, bad], [ref, ref]) == -1.0
+    tensors = {"levels": torch.from_numpy(ref)}
+    assert _cosines({"levels": torch.from_numpy(bad)}, tensors) == -1.0
+    assert _cosines(tensors, tensors) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")
+def test_openvino_refuses_at_start_a_model_whose_features_are_not_finite(tmp_path):
+    from ros_fer.backends import OpenVinoBackend
+
+    model = tiny("zeroshot").eval()
+    with torch.no_grad():
+        model.clip.visual.proj[0, 0] = float("nan")
+    path = export_onnx(model, tmp_path / "nan.onnx")
+    with pytest.raises(ConfigError, match=r"not finite on this CPU; use another precision \(precision: fp32\)"):
+        OpenVinoBackend(path, "fp32", compiled_cache=tmp_path / "ov")
+    healthy = export_onnx(tiny("zeroshot").eval(), tmp_path / "ok.onnx")
+    assert OpenVinoBackend(healthy, "fp32", compiled_cache=tmp_path / "ov").precision == "fp32"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")
+def test_openvino_bf16_after_fp32_of_the_same_graph_runs_bf16(tmp_path, monkeypatch):
+    """OpenVINO keys its compiled-model cache by the model, not by the precision hint: with one folder, a
+    bf16 backend made after an fp32 one of the same graph loaded the fp32 blob (NaN features with the plain
+    attention). Each precision has its own folder; bf16 must give bf16's numbers (near fp32, not equal)."""
+    from ros_fer.backends import OpenVinoBackend
+    from ros_fer.machine import native_bf16
+
+    if not native_bf16():
+        pytest.skip("this CPU has no native bf16 (amx_bf16 or avx512_bf16)")
+    model = tiny("zeroshot").eval()
+    path = export_onnx(model, tmp_path / "g.onnx")
+    crops = crops_for(model, 3, seed=1)
+    fp32 = OpenVinoBackend(path, "fp32", compiled_cache=tmp_path / "ov").encode(crops)
+    for _ in range(2):  # compiled now, then read from the cache
+        bf16 = OpenVinoBackend(path, "bf16", compiled_cache=tmp_path / "ov").encode(crops)
+        assert all(torch.isfinite(v).all() for v in bf16.values())
+        assert 1e-4 < max_diff(bf16, fp32) < 0.1
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["bf16", "fp32"]
+    # the default cache: blobs an older release left directly in its folder are removed
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    old = tmp_path / "cache" / "ros_fer" / "openvino" / "123.blob"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"x")
+    OpenVinoBackend(path, "fp32")
+    assert not old.exists() and any((tmp_path / "cache" / "ros_fer" / "openvino" / "compiled" / "fp32").glob("*.blob"))

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from .base import PRECISIONS, Backend
 from .image_side import ImageSide
-from .onnx import INT8_MIN_COSINE, Int8ParityError, OnnxRuntimeBackend, export_onnx, parity_path, read_onnx_meta
+from .onnx import (
+    GRAPH_FORM,
+    INT8_MIN_COSINE,
+    Int8ParityError,
+    OnnxRuntimeBackend,
+    export_onnx,
+    parity_path,
+    read_onnx_meta,
+)
 from .openvino import OpenVinoBackend
 from .tensorrt import TensorRTBackend
 from .torch_backend import TorchBackend
@@ -13,6 +21,7 @@ BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 __all__ = [
     "BACKENDS",
+    "GRAPH_FORM",
     "INT8_MIN_COSINE",
     "Int8ParityError",
     "PRECISIONS",

@@ -17,10 +17,13 @@ from ..errors import ConfigError, FerError
 from ..models.base import FerModel
 from ..paths import replace
 from .base import check_precision, crops_and_index, empty_outputs
-from .image_side import INDEX, ImageSide
+from .image_side import INDEX, ImageSide, plain_attention
 
 INPUT = "crops"
 META_KEY = "ros_fer"
+# How the graph is written, in its metadata: 2 = attention written out plainly (`PlainSelfAttention`). A
+# cached graph of another form is exported again (`runtime._cached_onnx`).
+GRAPH_FORM = 2
 
 
 def export_onnx(model: FerModel, path: str | os.PathLike[str], precision: str = "fp32", opset: int = 18) -> Path:
@@ -31,6 +34,7 @@ def export_onnx(model: FerModel, path: str | os.PathLike[str], precision: str = 
     if precision == "int8":
         return _export_int8(model, Path(path), opset)
     side = ImageSide(copy.deepcopy(model)).eval()  # a copy: halving must not touch the caller's model
+    plain_attention(side)  # the same numbers, in the ops OpenVINO and ONNX Runtime fuse
     if precision == "fp16":
         side.half()
     crops = torch.export.Dim("crops", min=1, max=4096)
@@ -96,6 +100,7 @@ def min_cosine(got: list[np.ndarray], reference: list[np.ndarray]) -> float:
     for a, b in zip(got, reference, strict=True):
         a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
         cos = (a64 * b64).sum(-1) / np.maximum(np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1), 1e-12)
+        cos = np.where(np.isfinite(cos), cos, -1.0)  # NaN or inf: as far from the reference as can be, never passed
         worst = min(worst, float(cos.min()))
     return worst
 
@@ -162,6 +167,7 @@ def _set_meta(path: str | os.PathLike[str], model: FerModel, precision: str, ext
         "levels": list(model.levels),
         "image_size": model.backbone.image_size,
         "precision": precision,
+        "graph_form": GRAPH_FORM,
         **(extra or {}),
     }
     del graph.metadata_props[:]

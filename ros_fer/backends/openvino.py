@@ -126,13 +126,17 @@ class OpenVinoBackend:
         self.device, self.precision = "cpu", precision
         self.output_names = tuple(self.meta["outputs"])
         core = shared_core()
+        if compiled_cache is None:
+            _drop_unfoldered_blobs(cache_dir() / "openvino")
         # int8: the quantised layers run int8, the rest in bf16 where native, else fp32
         hint = PRECISIONS[precision] or ("bf16" if native_bf16() else "f32")
         config = {
             "PERFORMANCE_HINT": "LATENCY",  # one request at a time, every thread on it
             "INFERENCE_PRECISION_HINT": hint,
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
-            "CACHE_DIR": str(compiled_cache or cache_dir() / "openvino"),
+            # one folder per precision: OpenVINO 2026.4 keys its cache by the model and not by this hint, so a
+            # bf16 compile after an fp32 one of the same graph loaded the fp32 blob (NaN features, or fp32 speed)
+            "CACHE_DIR": str(Path(compiled_cache or cache_dir() / "openvino" / "compiled") / precision),
         }
         self.source = self.path if precision != "int8" else quantized_model(self.path, self.meta, core, config)
         try:
@@ -144,6 +148,20 @@ class OpenVinoBackend:
             raise ConfigError(f"OpenVINO compiled {self.source} with inference precision {got}, not {hint}")
         self.request = self.compiled.create_infer_request()
         self.outputs = [self.compiled.output(n) for n in self.output_names]
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        """One person of the sample frame through the compiled model: features that are not all finite
+        (OpenVINO's bf16 attention gave NaN throughout for one way of writing the graph) fail here, at start,
+        instead of every frame scoring NaN."""
+        from ..crops import sample_crops
+
+        batch = sample_crops(1, self.meta["levels"], int(self.meta["image_size"]))
+        if not all(torch.isfinite(v).all() for v in self.encode(batch.images, batch.index).values()):
+            raise ConfigError(
+                f"OpenVINO's {self.precision} run of {self.source} gives features that are not finite on this CPU; "
+                "use another precision (precision: fp32) or backend (backend: torch)"
+            )
 
     def encode(self, crops: np.ndarray, index: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         crops, index = crops_and_index(crops, index)
@@ -156,6 +174,14 @@ class OpenVinoBackend:
             n: torch.from_numpy(np.array(outs[o], np.float32))
             for n, o in zip(self.output_names, self.outputs, strict=True)
         }
+
+
+def _drop_unfoldered_blobs(folder: Path) -> None:
+    """Compiled models that releases before the per-precision folders left directly in `folder`: never read
+    again (hundreds of MB each for a real model), so removed."""
+    for blob in folder.glob("*.blob"):
+        with contextlib.suppress(OSError):
+            blob.unlink()
 
 
 def calibration_crops(levels, size: int) -> list[dict[str, np.ndarray]]:
@@ -194,8 +220,9 @@ def quantized_model(onnx: Path, meta: dict, core, config: dict) -> Path:
         # NNCF draws progress bars on stdout, which `ros-fer infer` keeps for its JSON lines: kept off it
         with contextlib.redirect_stdout(io.StringIO()):
             quantized = _quantize(nncf, source, calibration)
-        reference = core.compile_model(source, "CPU", {**config, "INFERENCE_PRECISION_HINT": "f32"})
-        candidate = core.compile_model(quantized, "CPU", config)
+        once = {k: v for k, v in config.items() if k != "CACHE_DIR"}  # compiled for this check only: not cached
+        reference = core.compile_model(source, "CPU", {**once, "INFERENCE_PRECISION_HINT": "f32"})
+        candidate = core.compile_model(quantized, "CPU", once)
         names = [o.get_any_name() for o in reference.outputs]
         got, want = [], []
         for feeds in calibration:

@@ -461,13 +461,17 @@ def test_a_nan_feature_fails_every_parity_floor():
 @pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed")
 def test_openvino_refuses_at_start_a_model_whose_features_are_not_finite(tmp_path):
     from ros_fer.backends import OpenVinoBackend
+    from ros_fer.machine import native_bf16
 
     model = tiny("zeroshot").eval()
     with torch.no_grad():
         model.clip.visual.proj[0, 0] = float("nan")
     path = export_onnx(model, tmp_path / "nan.onnx")
-    with pytest.raises(ConfigError, match=r"not finite on this CPU; use another precision \(precision: fp32\)"):
+    with pytest.raises(ConfigError, match=r"not finite on this CPU; use another backend \(backend: torch\)"):
         OpenVinoBackend(path, "fp32", compiled_cache=tmp_path / "ov")
+    if native_bf16():
+        with pytest.raises(ConfigError, match=r"not finite.*use another precision \(precision: fp32\) or another"):
+            OpenVinoBackend(path, "bf16", compiled_cache=tmp_path / "ov")
     healthy = export_onnx(tiny("zeroshot").eval(), tmp_path / "ok.onnx")
     assert OpenVinoBackend(healthy, "fp32", compiled_cache=tmp_path / "ov").precision == "fp32"
 

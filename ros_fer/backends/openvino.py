@@ -151,16 +151,17 @@ class OpenVinoBackend:
         self._check_finite()
 
     def _check_finite(self) -> None:
-        """One person of the sample frame through the compiled model: features that are not all finite
-        (OpenVINO's bf16 attention gave NaN throughout for one way of writing the graph) fail here, at start,
-        instead of every frame scoring NaN."""
+        """One person of the sample frame through the compiled model: features that are not all finite fail
+        here, at start, instead of every frame scoring NaN (a bf16 compile served another precision's cached
+        blob gave NaN throughout, before the cache had a folder per precision)."""
         from ..crops import sample_crops
 
         batch = sample_crops(1, self.meta["levels"], int(self.meta["image_size"]))
         if not all(torch.isfinite(v).all() for v in self.encode(batch.images, batch.index).values()):
+            instead = "another precision (precision: fp32) or " if self.precision != "fp32" else ""
             raise ConfigError(
                 f"OpenVINO's {self.precision} run of {self.source} gives features that are not finite on this CPU; "
-                "use another precision (precision: fp32) or backend (backend: torch)"
+                f"use {instead}another backend (backend: torch)"
             )
 
     def encode(self, crops: np.ndarray, index: np.ndarray | None = None) -> dict[str, torch.Tensor]:

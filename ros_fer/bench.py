@@ -5,6 +5,7 @@ by default, so it runs offline; speed does not depend on the weights."""
 
 from __future__ import annotations
 
+import gc
 import json
 import platform
 import time
@@ -466,6 +467,7 @@ def main_bench(args) -> int:
                             **graphs,
                         },
                     )
+                    gc.collect()  # the previous row's pipeline (compiled models, sessions) gone before this one
                     results.append(
                         run_bench(
                             params, args.frames, args.warmup, persons, tuple(args.batches), args.boxes, args.profile

@@ -467,7 +467,9 @@ def main_bench(args) -> int:
                             **graphs,
                         },
                     )
-                    gc.collect()  # the previous row's pipeline (compiled models, sessions) gone before this one
+                    # cyclic garbage the rows before left (~8,800 objects a pipeline build; the pipelines themselves
+                    # go by reference count) collected now, not by the collector in the middle of a timed row
+                    gc.collect()
                     results.append(
                         run_bench(
                             params, args.frames, args.warmup, persons, tuple(args.batches), args.boxes, args.profile

@@ -208,51 +208,92 @@ def crop_batch(rgb: np.ndarray, persons: list[Person], levels: tuple[str, ...], 
     return CropBatch(np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8), index)
 
 
-def crop_tensor(frame: torch.Tensor, boxes: np.ndarray, size: int, upload=None) -> torch.Tensor:
-    """uint8 [N, size, size, 3] crops of a frame tensor (uint8 [H, W, 3] RGB, on any device): the device twin
-    of `crop_square`, same boxes, same pyramid levels (2x2 means, rounded alike), then
-    `torchvision.ops.roi_align` with one bilinear sample per crop pixel, zero padding outside the frame.
-    Matches the host crops to a fraction of a grey level (mean absolute difference; `test_crops`).
-    The boxes cross to the device once, as one small array: `upload(array)` (the torch backend's pinned
-    buffers on CUDA), else a plain copy."""
+def pyramid_tensor(frame: torch.Tensor, levels: int) -> torch.Tensor:
+    """The `Pyramid` of a uint8 RGB frame tensor [H, W, 3], levels 0..`levels`, as one float32 batch
+    [levels + 1, 3, H + 2, W + 2]: level L's image at [L, :, 1 : 1 + h_L, 1 : 1 + w_L], zeros around it. One
+    pixel of zeros at least around every level: roi_align clamps samples within a pixel of the border to the
+    border pixel, OpenCV blends them with the black border; the zeros make both blend with black."""
+    h, w = frame.shape[:2]
+    canvas = torch.zeros((levels + 1, 3, h + 2, w + 2), dtype=torch.float32, device=frame.device)
+    image = frame.permute(2, 0, 1).float()[None]
+    for level in range(levels + 1):
+        if level and image.shape[2] // 2 and image.shape[3] // 2:  # 2x2 means rounded as INTER_AREA
+            image = torch.floor((torch.nn.functional.avg_pool2d(image, 2) * 4 + 2) / 4)
+        canvas[level, :, 1 : 1 + image.shape[2], 1 : 1 + image.shape[3]] = image[0]
+    return canvas
+
+
+def cut_crops(frame: torch.Tensor, rois: torch.Tensor, size: int, levels: int) -> tuple[torch.Tensor]:
+    """uint8 [N, size, size, 3] crops of `frame` at `rois` [N, 5] (pyramid level, then x1 y1 x2 y2 in that
+    level's padded pixels): one `roi_align` over every level (`pyramid_tensor`), one bilinear sample per crop
+    pixel. Fixed shapes throughout, so a CUDA graph can replay it (`crop_tensor`'s `graphs`)."""
     from torchvision.ops import roi_align
 
+    cut = roi_align(
+        pyramid_tensor(frame, levels), rois, (size, size), spatial_scale=1.0, sampling_ratio=1, aligned=True
+    )
+    return (cut.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous(),)
+
+
+class CropGraphs:
+    """The device crops on fixed buffers (`graphs.ShapeGraphs` of `cut_crops`), one set per pyramid depth:
+    with `capture` (CUDA graphs) one graph per frame size, row count and depth, captured once and replayed."""
+
+    def __init__(self, size: int, capture: bool):
+        self.size, self.capture, self.runners = size, capture, {}
+
+    def __call__(self, frame: torch.Tensor, rois: torch.Tensor, depth: int) -> torch.Tensor:
+        from .backends.graphs import ShapeGraphs
+
+        runner = self.runners.get(depth)
+        if runner is None:
+            size = self.size
+            runner = self.runners[depth] = ShapeGraphs(lambda f, r: cut_crops(f, r, size, depth), self.capture)
+        return runner(frame, rois)[0]
+
+
+def crop_tensor(
+    frame: torch.Tensor, boxes: np.ndarray, size: int, upload=None, rows: int = 0, graphs: CropGraphs | None = None
+) -> torch.Tensor:
+    """uint8 [N, size, size, 3] crops of a frame tensor (uint8 [H, W, 3] RGB, on any device): the device twin
+    of `crop_square`, same boxes, same pyramid levels (2x2 means, rounded alike), then
+    `torchvision.ops.roi_align` with one bilinear sample per crop pixel, zero padding outside the frame
+    (`cut_crops`). Matches the host crops to a fraction of a grey level (mean absolute difference; `test_crops`).
+    The boxes cross to the device once, as one small array: `upload(array)` (the torch backend's pinned
+    buffers on CUDA), else a plain copy. `rows`: the boxes padded (with copies of the first) to this many, so
+    a few shapes serve every frame; `graphs`: run on fixed buffers, replayed from CUDA graphs (`CropGraphs`)."""
     if len(boxes) == 0:
         return torch.zeros((0, size, size, 3), dtype=torch.uint8, device=frame.device)
     boxes = np.asarray(boxes, np.float32)
     levels = np.array([pyramid_level(float(b[2] - b[0]), size) for b in boxes])
-    order = np.argsort(levels, kind="stable")  # each level's boxes side by side: one slice per level
-    # per box, by level: roi_align's (batch 0, x1, y1, x2, y2) at its level's scale, plus its output row
-    rois = np.zeros((len(boxes), 6), np.float32)
-    rois[:, 1:5] = boxes[order, :4] / (2.0 ** levels[order])[:, None] + 1.0  # +1: the padding below
-    rois[:, 5] = order
+    rois = np.zeros((max(rows, len(boxes)), 5), np.float32)  # roi_align's (batch = level, x1, y1, x2, y2)
+    rois[: len(boxes), 0] = levels
+    rois[: len(boxes), 1:] = boxes[:, :4] / (2.0**levels)[:, None] + 1.0  # +1: the zeros around each level
+    rois[len(boxes) :] = rois[0]
     rois_t = upload(rois) if upload is not None else torch.from_numpy(rois).to(frame.device)
-    out = torch.empty((len(boxes), 3, size, size), dtype=torch.float32, device=frame.device)
-    image = frame.permute(2, 0, 1).float()[None]
-    start = 0
-    for level in range(int(levels.max()) + 1):
-        if level:
-            h, w = image.shape[2] // 2, image.shape[3] // 2
-            if h and w:  # 2x2 means rounded as OpenCV's INTER_AREA: (sum + 2) // 4
-                image = torch.floor((torch.nn.functional.avg_pool2d(image, 2) * 4 + 2) / 4)
-        end = start + int((levels == level).sum())
-        if end == start:
-            continue
-        # One pixel of zeros around the frame: roi_align clamps samples within a pixel of the border to the
-        # border pixel, OpenCV blends them with the black border; the padding makes both blend with black.
-        padded = torch.nn.functional.pad(image, (1, 1, 1, 1))
-        cut = roi_align(padded, rois_t[start:end, :5], (size, size), spatial_scale=1.0, sampling_ratio=1, aligned=True)
-        out.index_copy_(0, rois_t[start:end, 5].long(), cut)
-        start = end
-    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    depth = int(levels.max())
+    cut = cut_crops(frame, rois_t, size, depth)[0] if graphs is None else graphs(frame, rois_t, depth)
+    return cut[: len(boxes)]
 
 
 def crop_batch_tensor(
-    frame: torch.Tensor, persons: list[Person], levels: tuple[str, ...], size: int, upload=None
+    frame: torch.Tensor,
+    persons: list[Person],
+    levels: tuple[str, ...],
+    size: int,
+    upload=None,
+    graphs: CropGraphs | None = None,
 ) -> CropBatch:
-    """`crop_batch` for a frame already on the device: the crops never leave it (`crop_tensor`)."""
+    """`crop_batch` for a frame already on the device: the crops never leave it (`crop_tensor`). With
+    `graphs`, the boxes are padded to the crop count of the persons' bucket (`graphs.crops_for`), the count
+    the scorer's graphs run, so a frame size needs one crop graph per person bucket."""
     boxes, index = crop_boxes(persons, levels, frame.shape[0], frame.shape[1])
-    return CropBatch(crop_tensor(frame, boxes, size, upload), index)
+    rows = 0
+    if graphs is not None:
+        from .backends.graphs import bucket, crops_for
+
+        rows = crops_for(bucket(len(persons)), len(levels), len(boxes))
+    return CropBatch(crop_tensor(frame, boxes, size, upload, rows, graphs), index)
 
 
 def make_crops(rgb: np.ndarray, persons: list[Person], levels: tuple[str, ...], size: int) -> np.ndarray:

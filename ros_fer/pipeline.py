@@ -15,7 +15,7 @@ import torch
 
 from .backends.graphs import bucket
 from .backends.openvino import keep_signal_stack
-from .crops import CropBatch, Person, associate, crop_batch, crop_batch_tensor, crop_boxes
+from .crops import CropBatch, CropGraphs, Person, associate, crop_batch, crop_batch_tensor, crop_boxes
 from .detection import Detections, Detector, create_detector
 from .errors import ConfigError, InputShapeError
 from .image_conv import decode_bytes, decode_jpeg_tensor, is_jpeg
@@ -154,17 +154,23 @@ class PendingFrame:
     height: int
     timings_ms: dict[str, float]
     launched: float
+    track_ids: np.ndarray | None = None  # the tracker's ids, assigned while the scores were computed
 
     def result(self) -> FrameResult:
-        """Waits for the scores (the only tensor that comes back), then tracks and smooths."""
+        """Waits for the scores (the only tensor that comes back), then smooths them per track."""
         pipeline = self.pipeline
         probs = np.zeros((0, len(pipeline.labels)), np.float32) if self.probs is None else self.probs.cpu().numpy()
         t3 = time.perf_counter()
-        results = pipeline._results(self.persons, probs)
+        results = pipeline._results(self.persons, probs, self.track_ids)
         t4 = time.perf_counter()
         timings = {**self.timings_ms, "model": (t3 - self.launched) * 1e3, "track": (t4 - t3) * 1e3}
         timings["total"] = sum(timings.values())
         return FrameResult(results, pipeline.labels, self.width, self.height, timings)
+
+
+def person_boxes(persons: list[Person]) -> np.ndarray:
+    """The persons' body boxes [P, 5] (x1 y1 x2 y2 score), what the tracker follows."""
+    return np.stack([p.body for p in persons]) if persons else np.zeros((0, 5), np.float32)
 
 
 def detector_from_params(params: dict) -> Detector:
@@ -218,6 +224,9 @@ class Pipeline:
         self._scorer = None if scorer is None else scorer(runtime.head, runtime.text)
         # The GPU-resident frame: decoded (JPEG) and uploaded on a second stream, detected and cropped there.
         self.gpu_frame = device_crops and str(backend.device).startswith("cuda")
+        # Device crops on the scorer's static shapes (its person buckets): replayed from CUDA graphs with it.
+        static = device_crops and getattr(backend, "static", False)
+        self._crop_graphs = CropGraphs(runtime.image_size, backend.cuda_graphs) if static else None
         self._upload_stream = torch.cuda.Stream(device=backend.device) if self.gpu_frame else None
 
     @classmethod
@@ -240,7 +249,8 @@ class Pipeline:
     def warm_up(self, frame: str = "640x480") -> dict:
         """Capture now what the first frames would otherwise stop for: YOLO's graph for a `frame` (WIDTHxHEIGHT)
         of zeros on the device, the scorer's graph of every person bucket up to `max_persons` (the crop
-        shapes real frames give: `crops.crop_boxes` of that many people) and, on the GPU frame, nvjpeg (one
+        shapes real frames give: `crops.crop_boxes` of that many people), with device crops the crops' graph
+        of each bucket at that frame size, and, on the GPU frame, nvjpeg (one
         JPEG of that size decoded). Only where the torch backend runs
         static shapes (`cuda_graphs`); elsewhere nothing to do. Returns what was warmed and how long it took."""
         backend = self.runtime.backend
@@ -250,8 +260,8 @@ class Pipeline:
         done: dict = {"buckets": [], "frame": None}
         width, height = parse_frame_size(frame) if frame else (640, 480)
         detect = getattr(self.detector, "detect_tensor", None)
+        zeros = torch.zeros((height, width, 3), dtype=torch.uint8, device=backend.device)
         if frame and detect is not None and getattr(self.detector, "cuda_graphs", False):
-            zeros = torch.zeros((height, width, 3), dtype=torch.uint8, device=backend.device)
             if detect(zeros, self.keypoint_score) is not None:
                 done["frame"] = frame
         if self.gpu_frame:  # nvjpeg's first decode sets up its decoder: not on the first compressed frame
@@ -267,9 +277,13 @@ class Pipeline:
                 )
                 for i in range(persons)
             ]
-            boxes, index = crop_boxes(people, levels, max(height, 128), max(width, 64 * persons))
-            crops = torch.zeros((len(boxes), size, size, 3), dtype=torch.uint8, device=backend.device)
-            self._scorer(crops, index)
+            if self._crop_graphs is not None:  # the device crops' graph for this frame size and bucket too
+                crops = self.crop(None, people, zeros)
+                self._scorer(crops.images, crops.index)
+            else:
+                boxes, index = crop_boxes(people, levels, max(height, 128), max(width, 64 * persons))
+                crops = torch.zeros((len(boxes), size, size, 3), dtype=torch.uint8, device=backend.device)
+                self._scorer(crops, index)
             done["buckets"].append(persons)
         if str(backend.device).startswith("cuda"):
             torch.cuda.synchronize(backend.device)
@@ -329,7 +343,8 @@ class Pipeline:
         if self.device_crops:
             frame_t = self.upload_frame(rgb) if frame_t is None else frame_t
             upload = self.runtime.backend.upload  # the boxes through the pinned buffers
-            return crop_batch_tensor(frame_t, persons, self.runtime.levels, self.runtime.image_size, upload)
+            levels, size = self.runtime.levels, self.runtime.image_size
+            return crop_batch_tensor(frame_t, persons, levels, size, upload, self._crop_graphs)
         return crop_batch(rgb, persons, self.runtime.levels, self.runtime.image_size)
 
     def decode(self, data: bytes | np.ndarray, width: int | None = None, height: int | None = None):
@@ -376,8 +391,10 @@ class Pipeline:
         crops = self.crop(loaded.rgb, persons, loaded.tensor)
         t2 = time.perf_counter()
         probs = self.probabilities(crops) if persons else None
+        # ByteTrack needs the boxes only: it runs here, on the host, while the device computes the scores
+        ids = None if self.tracker is None else self.tracker.assign(person_boxes(persons))
         timings = {"load": loaded.ms, "detect": (t1 - t0) * 1e3, "crops": (t2 - t1) * 1e3}
-        return PendingFrame(self, persons, probs, w, h, timings, t2)
+        return PendingFrame(self, persons, probs, w, h, timings, t2, ids)
 
     def process(self, frame: np.ndarray | torch.Tensor | bytes, color: str = "bgr") -> FrameResult:
         """One frame, start to finish."""
@@ -412,10 +429,10 @@ class Pipeline:
         self.detected_on = "host"
         return self.detector.detect(loaded.host())
 
-    def _results(self, persons: list[Person], probs: np.ndarray) -> list[PersonResult]:
-        boxes = np.stack([p.body for p in persons]) if persons else np.zeros((0, 5), np.float32)
+    def _results(self, persons: list[Person], probs: np.ndarray, track_ids: np.ndarray | None) -> list[PersonResult]:
+        """`track_ids`: the tracker's `assign` of this frame's persons (`submit`), None without a tracker."""
         if self.tracker is not None:
-            smoothed = self.tracker.update(boxes, probs)
+            smoothed = self.tracker.smooth(track_ids, probs)
         else:
             smoothed = [None] * len(persons)
         out = []

@@ -94,6 +94,12 @@ class Tracker:
 
     def update(self, boxes: np.ndarray, probs: np.ndarray) -> list[Smoothed]:
         """boxes [P, 5] (x1 y1 x2 y2 score), probs [P, C] -> one Smoothed per input row, in order."""
+        return self.smooth(self.assign(boxes), probs)
+
+    def assign(self, boxes: np.ndarray) -> np.ndarray:
+        """This frame's track id per box (UNTRACKED for a person seen the first time): ByteTrack on the boxes
+        alone, so it can run while the frame's scores are still being computed (`Pipeline.submit`). Each
+        frame's `assign` is followed by its `smooth` before the next frame's `assign`."""
         self.frame += 1
         ids = np.full(len(boxes), UNTRACKED)
         if len(boxes):
@@ -102,6 +108,11 @@ class Tracker:
                 ids[int(row[7])] = int(row[4])
         else:
             self.byte.update(_Boxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+        return ids
+
+    def smooth(self, ids: np.ndarray, probs: np.ndarray) -> list[Smoothed]:
+        """The frame's probabilities [P, C] smoothed per track (`assign`'s ids, in the same order), the label
+        held by hysteresis, `unknown` below the threshold; tracks unseen for track_buffer frames forgotten."""
         out = []
         for i, track_id in enumerate(ids):
             state = self.states.get(int(track_id)) if track_id != UNTRACKED else None

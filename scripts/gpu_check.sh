@@ -5,7 +5,8 @@
 #   bash scripts/gpu_check.sh [--cpu-rehearsal] OUT_DIR [WHEELS_DIR]
 #
 # On this project's device tool, exactly (under 6 minutes: two runs and two machine starts fit in 15 minutes
-# of device time; measured on an H100 on 2026-11-26: 339 s and 337 s, a start about 30 s):
+# of device time; measured on an H100 on 2026-11-26: 339 s and 337 s, a start about 30 s; on an H200 on
+# 2026-11-27 with GPU_CHECK_BUDGET_S=290: 296 s):
 #   bash scripts/gpu_wheels.sh                      # here, once: the missing wheels into .whl/ (git-ignored)
 #   run(command="bash scripts/gpu_check.sh $OUT .whl", carry=[".whl"], timeout_s=420)
 # Carried: .whl/ with open_clip_torch, ftfy, wcwidth, ultralytics, ultralytics-thop, ultralytics-platform

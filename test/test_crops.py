@@ -9,6 +9,7 @@ from conftest import FixedPeople, haar_or_skip, photo
 from ros_fer.crops import (
     BODY_MARGIN,
     FACE_MARGIN,
+    CropGraphs,
     Person,
     crop_batch,
     crop_batch_tensor,
@@ -67,9 +68,16 @@ def test_device_crops_send_their_boxes_in_one_upload():
 
     frame = torch.from_numpy(rgb)
     got = crop_tensor(frame, boxes, 64, upload)
-    assert len(sent) == 1 and sent[0].shape == (len(boxes), 6)
-    assert sorted(sent[0][:, 5].astype(int)) == list(range(len(boxes)))  # every output row once
+    assert len(sent) == 1 and sent[0].shape == (len(boxes), 5)
+    by_hand = [pyramid_level(float(b[2] - b[0]), 64) for b in boxes]  # each box's level, in the boxes' order
+    np.testing.assert_array_equal(sent[0][:, 0], by_hand)
+    np.testing.assert_allclose(sent[0][:, 1:], boxes[:, :4] / 2.0 ** np.array(by_hand)[:, None] + 1, rtol=1e-6)
     assert torch.equal(got, crop_tensor(frame, boxes, 64))
+    # padded to more rows (the person buckets' fixed shapes), on fixed buffers: the same crops
+    graphs = CropGraphs(64, capture=False)
+    padded = crop_tensor(frame, boxes, 64, upload, rows=len(boxes) + 3, graphs=graphs)
+    assert sent[-1].shape == (len(boxes) + 3, 5) and (sent[-1][len(boxes) :] == sent[-1][0]).all()
+    assert torch.equal(padded, got) and list(graphs.runners) == [max(by_hand)]
     host = np.stack([crop_square(rgb, b, 64) for b in boxes]).astype(int)
     assert np.abs(host - got.numpy().astype(int)).reshape(len(boxes), -1).mean(axis=1).max() <= MEAN_TOLERANCE
 

@@ -269,25 +269,48 @@ def test_debug_image_draws_the_skeleton():
 
 
 @pytest.mark.parametrize("size", [(480, 640), (360, 640), (720, 1280)])
-def test_pose_on_tensors_matches_ultralytics_predict(size):
-    """The device path (letterbox, the pose module's forward, score threshold and NMS on tensors, here CPU
-    tensors) against ultralytics' own predict on the same frame and model."""
+@pytest.mark.parametrize("where", ["host", "device"])
+def test_pose_on_tensors_matches_ultralytics_predict(size, where):
+    """The device path (letterbox, the pose module's forward and the best anchors on tensors, here CPU
+    tensors; the score threshold and NMS on the host) against ultralytics' own predict on the same frame and
+    model. `device`: every candidate brought back is above the threshold (a crowd), so the whole output is
+    decoded on the device instead."""
     import cv2
     import ultralytics
 
-    from ros_fer.detection.yolo import detect_pose_tensor
+    from ros_fer.detection.yolo import (
+        CANDIDATES,
+        decode_candidates,
+        detect_pose_tensor,
+        letterbox_geometry,
+        pose_candidates,
+        pose_forward,
+    )
 
     photo = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg"))
     bgr = cv2.resize(photo, size[::-1], interpolation=cv2.INTER_AREA)
-    detector = YoloDetector(random_pose(), confidence=1e-4, runtime="torch", max_det=30)
+    frame = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1]))
+    detector = YoloDetector(random_pose(), runtime="torch", max_det=30)
+    model = detector.person.model.eval()
+    with torch.inference_mode():
+        raw = pose_forward(model, frame)
+    scores = raw[0, 4:-51].max(dim=0).values.numpy()  # each anchor's best class score
+    # host: the highest threshold that 30 to 1000 anchors pass (random weights score ~1e-4, in many ties);
+    # device: a threshold hundreds of anchors pass, 16 candidates brought back
+    passing = {float(t): int((scores > t).sum()) for t in np.unique(scores)}
+    host_conf = max(t for t, n in passing.items() if 30 <= n <= 1000)
+    conf, k = (host_conf, CANDIDATES) if where == "host" else (1e-4, 16)
+    r, pad, _ = letterbox_geometry(*size)
+    rows = pose_candidates(raw, k, len(raw[0]) - 4 - 51).numpy()
+    assert (decode_candidates(rows, conf, 0.7, 30, r, pad, *size) is None) == (where == "device")
+    detector.confidence = conf
     want = detector.detect(bgr[:, :, ::-1])
     assert len(want.bodies) >= 3  # the random model finds something to compare
-    model = detector.person.model.eval()
-    bodies, kps = detect_pose_tensor(model, torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])), 1e-4, 0.7, 30)
+    bodies, kps = detect_pose_tensor(model, frame, conf, 0.7, 30, k=k)
     # 640 x 480: no resize; 640 x 360: padded to 384 (12 grey rows each side); 1280 x 720: halved, then padded
     assert bodies.shape == (len(want.bodies), 5) and kps.shape == (len(want.bodies), 17, 3)
-    np.testing.assert_allclose(bodies.numpy(), want.bodies, atol=1e-3)
-    np.testing.assert_allclose(kps.numpy(), want.keypoints, atol=1e-3)
+    np.testing.assert_allclose(bodies, want.bodies, atol=1e-3)
+    np.testing.assert_allclose(kps, want.keypoints, atol=1e-3)
 
 
 def test_pipeline_on_the_device_path_matches_the_host_path(tmp_path):

@@ -246,13 +246,25 @@ def test_nvjpeg_decodes_like_the_cpu():
 @cuda_only
 def test_yolo_graphs_detect_like_the_eager_model():
     from ros_fer.detection import YoloDetector
+    from ros_fer.detection.yolo import decode_candidates, letterbox_geometry, pose_forward
 
     frame = torch.from_numpy(np.ascontiguousarray(photo("bus.jpg"))).cuda()
     eager = YoloDetector("yolo11n-pose.yaml", device="cuda", confidence=1e-4, max_det=20)
     graphs = YoloDetector("yolo11n-pose.yaml", device="cuda", confidence=1e-4, max_det=20, cuda_graphs=True)
     graphs.person.model.load_state_dict(eager.person.model.state_dict())
+    eager.detect_tensor(frame)  # the fused fp16 copy on the device, then its scores: a threshold that 30 to
+    # 1000 anchors pass, so the graph's candidates (not the fall-back on the whole output) decode the frame
+    with torch.inference_mode():
+        raw = pose_forward(eager._device_model, frame)
+    scores = raw[0, 4:-51].float().max(dim=0).values.cpu().numpy()
+    passing = {float(t): int((scores > t).sum()) for t in np.unique(scores)}
+    eager.confidence = graphs.confidence = max(t for t, n in passing.items() if 30 <= n <= 1000)
     a, b = eager.detect_tensor(frame), graphs.detect_tensor(frame)
     assert len(graphs._graphs) == 1 and len(a.bodies) == len(b.bodies) > 0
+    with torch.inference_mode():
+        rows = graphs._candidates(frame).cpu().numpy()
+    r, pad, _ = letterbox_geometry(*frame.shape[:2])
+    assert decode_candidates(rows, graphs.confidence, 0.7, 20, r, pad, *frame.shape[:2]) is not None
     np.testing.assert_allclose(a.bodies, b.bodies, atol=1e-2)
     np.testing.assert_allclose(b.keypoints, a.keypoints, atol=1e-2)
     again = graphs.detect_tensor(frame)
@@ -276,6 +288,16 @@ def test_the_cuda_pipeline_keeps_the_frame_on_the_gpu(tmp_path):
         np.testing.assert_allclose(a.raw_scores, b.raw_scores, atol=0.03)
     streamed = list(pipeline.stream([data] * 3))
     assert len(streamed) == 3 and all(len(r.persons) == len(want) for r in streamed)
+    # the crops were replayed from CUDA graphs (captured at the warm-up): the same as cut eagerly
+    from ros_fer.crops import crop_tensor
+
+    cuts = pipeline._crop_graphs.runners.values()
+    assert any(graph is not None for runner in cuts for _, graph, _ in runner.entries.values())
+    frame, size = pipeline.decode(data), pipeline.runtime.image_size
+    boxes = np.array([[100, 200, 400, 500], [-50, 300, 250, 600], [0, 0, 810, 810]], np.float32)
+    replayed = crop_tensor(frame, boxes, size, rows=4, graphs=pipeline._crop_graphs)
+    assert torch.equal(replayed, crop_tensor(frame, boxes, size)) and replayed.is_cuda
+    assert torch.equal(crop_tensor(frame, boxes, size, rows=4, graphs=pipeline._crop_graphs), replayed)
 
 
 def test_capture_takes_only_device_tensors_and_a_failed_capture_runs_eagerly():
@@ -325,12 +347,20 @@ def test_warm_up_prepares_every_person_bucket_before_the_first_frame():
     entries = set(pipeline._scorer.runner.entries)
     assert len(entries) == 4
     rgb = photo("bus.jpg")
+    # device crops (what the GPU frame cuts): their fixed buffers warmed too, per bucket at the frame's size
+    device = Pipeline(FixedPeople(), runtime, max_persons=6, device_crops=True)
+    assert device.warm_up(f"{rgb.shape[1]}x{rgb.shape[0]}")["buckets"] == [1, 2, 4, 8]
+    cuts = {depth: set(runner.entries) for depth, runner in device._crop_graphs.runners.items()}
+    assert sum(len(shapes) for shapes in cuts.values()) == 4
     for persons in range(1, 7):
         faces = [(40 + 120 * i, 400, 100 + 120 * i, 460) for i in range(persons)]
         bodies = [(20 + 120 * i, 380, 120 + 120 * i, 900) for i in range(persons)]
-        pipeline.detector = FixedPeople(faces, bodies)
-        assert len(pipeline.process(rgb, "rgb").persons) == persons
+        for each in (pipeline, device):
+            each.detector = FixedPeople(faces, bodies)
+            assert len(each.process(rgb, "rgb").persons) == persons
         assert set(pipeline._scorer.runner.entries) == entries, persons  # every frame met a prepared shape
+        assert set(device._scorer.runner.entries) == entries, persons
+        assert {depth: set(runner.entries) for depth, runner in device._crop_graphs.runners.items()} == cuts
     # a YOLO detector with graphs (on the CPU they run eagerly): warmed at the frame size, also behind the
     # bench's known-box wrapper (which once hid the detector's graphs, so its first frame captured them)
     from ros_fer.bench import KnownBoxes

@@ -384,3 +384,41 @@ def test_retune_applies_the_runtime_parameters_from_the_next_frame(tmp_path):
     with_yolo = Pipeline(yolo, runtime, tracker=None)
     with_yolo.retune(new)
     assert yolo.confidence == 0.66 and with_yolo.tracker is None
+
+
+def test_tracks_are_assigned_while_the_scores_are_computed(tmp_path):
+    """ByteTrack needs the boxes only: `submit` assigns the tracks before anything waits for the scores, and
+    `result` then only smooths. The results are those of `Tracker.update` fed the same boxes and scores."""
+    from conftest import FixedPeople
+
+    from ros_fer.runtime import build_runtime
+
+    runtime = build_runtime(tiny_params(tmp_path, device="cpu"))
+    faces, bodies = [(40, 400, 100, 460), (300, 400, 360, 460)], [(20, 380, 120, 900), (280, 380, 380, 900)]
+    pipeline = Pipeline(FixedPeople(faces, bodies), runtime, tracker=Tracker(runtime.labels.classes))
+    reference = Tracker(runtime.labels.classes)
+    events = []
+    scored = pipeline.probabilities
+
+    class Scores:  # the scores as the device hands them back: reading them is the wait
+        def __init__(self, probs):
+            self.probs = probs
+
+        def cpu(self):
+            events.append("scores read")
+            return self.probs
+
+    pipeline.probabilities = lambda crops: Scores(scored(crops))
+    assign = pipeline.tracker.assign
+    pipeline.tracker.assign = lambda boxes: events.append("tracks assigned") or assign(boxes)
+    rgb = photo("bus.jpg")
+    for frame in range(3):
+        pending = pipeline.submit(pipeline.load(rgb, "rgb"))
+        assert events[-1] == "tracks assigned"  # before the scores were read
+        result = pending.result()
+        assert events[-2:] == ["tracks assigned", "scores read"]
+        boxes = np.stack([p.body for p in pending.persons])
+        want = reference.update(boxes, np.stack([p.raw_scores for p in result.persons]))
+        assert [p.track_id for p in result.persons] == [w.track_id for w in want]
+        np.testing.assert_allclose([p.scores for p in result.persons], [w.scores for w in want], rtol=1e-6)
+        assert frame == 0 or all(p.track_id != UNTRACKED for p in result.persons)  # confirmed from frame 2

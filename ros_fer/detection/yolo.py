@@ -22,6 +22,9 @@ from .base import Detections, empty_boxes
 
 PERSON = 0  # COCO class id
 MAX_GRAPHS = 4  # frame sizes a detector keeps CUDA graphs for
+# The best-scoring anchors of a frame brought to the host in one copy for the score threshold and NMS there
+# (a fixed shape, so it is part of the detector's CUDA graph); more above the threshold: decoded on the device.
+CANDIDATES = 1024
 RUNTIMES = ("auto", "torch", "onnx", "openvino")
 
 
@@ -263,41 +266,42 @@ class YoloDetector:
 
     def detect_tensor(self, frame, keypoint_score: float = 0.5) -> Detections | None:
         """Detection from a frame already on the device (uint8 RGB [H, W, 3] tensor): a torch pose model
-        without a face model runs letterbox and forward there (fp16 on CUDA; with `cuda_graphs` one CUDA graph
-        per frame size), then the score threshold and NMS; boxes and keypoints come back in one copy. The faces
-        from the head keypoints are worked out on the host (`crops.associate`, the keypoint rule): a handful of
-        numpy operations per person, where the same rule on the device launched about a hundred small kernels
-        per frame. None where this detector cannot (onnxruntime, OpenVINO, a face model)."""
+        without a face model runs letterbox, forward and the choice of the best-scoring anchors there (fp16
+        on CUDA; with `cuda_graphs` one CUDA graph per frame size), and those candidates come back in one copy,
+        the frame's only wait; the score threshold and NMS run on the host (`detect_pose_tensor`). The faces
+        from the head keypoints are worked out on the host too (`crops.associate`, the keypoint rule): a
+        handful of numpy operations per person, where the same rule on the device launched about a hundred
+        small kernels per frame. None where this detector cannot (onnxruntime, OpenVINO, a face model)."""
         if not (self.pose and self.face is None and self.runtime == "torch"):
             return None
-        import torch
-
         if self._device_model is None:  # fused (conv + batch norm) once, before any copy per frame size
             model = copy.deepcopy(self.person.model).eval().fuse(verbose=False).to(frame.device)
             self._device_model = model.half() if frame.device.type == "cuda" else model
-        model = self._device_model
-        bodies, kps = detect_pose_tensor(model, frame, self.confidence, 0.7, self.max_det, self.imgsz, self._forward)
-        packed = torch.cat([bodies, kps.flatten(1)], dim=1).cpu().numpy()
-        return Detections(
-            bodies=packed[:, :5].astype(np.float32),
-            bodies_detected=True,
-            keypoints=packed[:, 5:].reshape(-1, 17, 3).astype(np.float32),
+        bodies, kps = detect_pose_tensor(
+            self._device_model, frame, self.confidence, 0.7, self.max_det, self.imgsz, self._candidates
         )
+        return Detections(bodies=bodies, bodies_detected=True, keypoints=kps)
 
-    def _forward(self, frame):
-        """The pose head's raw output for a frame tensor: eager, or replayed from the frame size's CUDA graph.
-        Each size captures its own copy of the module (ultralytics keeps its anchors per input size, and a
-        graph must keep reading the ones it was captured with); at most MAX_GRAPHS sizes, then eager."""
+    def _candidates(self, frame):
+        """`pose_candidates` of a frame tensor: eager, or replayed from the frame size's CUDA graph (letterbox,
+        forward and candidates in one). Each size captures its own copy of the module (ultralytics keeps its
+        anchors per input size, and a graph must keep reading the ones it was captured with); at most
+        MAX_GRAPHS sizes, then eager."""
         key = tuple(frame.shape)
         runner = self._graphs.get(key)
         if runner is None and self.cuda_graphs and len(self._graphs) < MAX_GRAPHS:
             from ..backends.graphs import ShapeGraphs
 
             model = copy.deepcopy(self._device_model)
-            runner = self._graphs[key] = ShapeGraphs(lambda f: (pose_forward(model, f, self.imgsz),), capture=True)
+            nc = head_classes(model)
+            runner = self._graphs[key] = ShapeGraphs(
+                lambda f: (pose_candidates(pose_forward(model, f, self.imgsz), CANDIDATES, nc),), capture=True
+            )
         if runner is not None:
             return runner(frame)[0]
-        return pose_forward(self._device_model, frame, self.imgsz)
+        return pose_candidates(
+            pose_forward(self._device_model, frame, self.imgsz), CANDIDATES, head_classes(self._device_model)
+        )
 
     def detect(self, rgb: np.ndarray) -> Detections:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # ultralytics takes numpy frames as BGR
@@ -376,17 +380,79 @@ def decode_pose(
     return torch.cat([boxes, scores[:, None]], dim=1), kps
 
 
-def detect_pose_tensor(
-    model, frame, conf: float = 0.4, iou: float = 0.7, max_det: int = 100, imgsz: int = 640, forward=None
-):
-    """People and their keypoints from a frame tensor [H, W, 3] uint8 RGB on the model's device, with the
-    model's own torch module (`YOLO(...).model`, fp16 on CUDA): (bodies [P, 5], keypoints [P, 17, 3]) tensors
-    on that device. The same letterbox, score threshold and NMS as ultralytics' predict (`test_detection`).
-    `forward(frame)`: the raw output, when not `pose_forward` of `model` (a detector's CUDA graph replay)."""
+def head_classes(model) -> int:
+    """The pose head's class count (yolo11n-pose.pt: 1)."""
+    return int(getattr(model.model[-1], "nc", 1))
+
+
+def pose_candidates(raw, k: int = CANDIDATES, nc: int = 1):
+    """The pose head's raw output [1, 4 + nc + 51, anchors] -> its `k` best-scoring anchors (all of them where
+    there are fewer), best first, as float32 rows [k, 4 + 3 + 51]: centre x, y, width, height (letterbox
+    pixels), score, class, the anchor's index, then 17 x (x, y, visibility). A fixed shape and no wait for the
+    host: the score threshold is applied afterwards, on the host, so it can change without a new graph."""
     import torch
 
-    r, pad, _ = letterbox_geometry(frame.shape[0], frame.shape[1], imgsz)
+    pred = raw[0].transpose(0, 1)  # [anchors, 4 + nc + 51]
+    score, cls = pred[:, 4 : 4 + nc].float().max(dim=1)
+    score, order = score.topk(min(k, score.shape[0]))
+    rows = pred[order].float()
+    columns = [rows[:, :4], score[:, None], cls[order].float()[:, None], order.float()[:, None], rows[:, 4 + nc :]]
+    return torch.cat(columns, dim=1)
+
+
+def decode_candidates(
+    rows: np.ndarray, conf: float, iou: float, max_det: int, r: float, pad: tuple[int, int], h: int, w: int
+):
+    """`pose_candidates` rows on the host -> (bodies [P, 5] x1 y1 x2 y2 score, keypoints [P, 17, 3]) float32
+    numpy in frame pixels: the score threshold, per-class NMS (torchvision, on the host), the best `max_det`,
+    the letterbox undone. The same as `decode_pose` on the whole raw output, as long as every anchor above
+    the threshold is among the rows; None when the rows may not hold all of them (all of them above it)."""
+    import torch
+    from torchvision.ops import batched_nms
+
+    if len(rows) and rows[-1, 4] > conf:  # the last candidate still above the threshold: some may be missing
+        return None
+    rows = rows[rows[:, 4] > conf]
+    rows = rows[np.argsort(rows[:, 6], kind="stable")]  # in anchor order, as `decode_pose` (and ultralytics)
+    # give them to NMS: equal scores (random weights have many) are then kept or dropped alike
+    cxcy, wh = rows[:, :2], rows[:, 2:4]
+    boxes = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1)
+    keep = batched_nms(torch.from_numpy(boxes), torch.from_numpy(rows[:, 4]), torch.from_numpy(rows[:, 5]), iou)
+    keep = keep[:max_det].numpy()
+    boxes, kps = boxes[keep], rows[keep, 7:].reshape(-1, 17, 3).copy()
+    for points in (boxes.reshape(-1, 2, 2), kps):  # back to frame pixels, inside the frame
+        points[..., 0] = np.clip((points[..., 0] - pad[0]) / r, 0, w)
+        points[..., 1] = np.clip((points[..., 1] - pad[1]) / r, 0, h)
+    bodies = np.concatenate([boxes, rows[keep, 4:5]], axis=1).astype(np.float32)
+    return bodies, kps.astype(np.float32)
+
+
+def detect_pose_tensor(
+    model,
+    frame,
+    conf: float = 0.4,
+    iou: float = 0.7,
+    max_det: int = 100,
+    imgsz: int = 640,
+    candidates=None,
+    k: int = CANDIDATES,
+):
+    """People and their keypoints from a frame tensor [H, W, 3] uint8 RGB on the model's device, with the
+    model's own torch module (`YOLO(...).model`, fp16 on CUDA): (bodies [P, 5], keypoints [P, 17, 3]) float32
+    numpy in frame pixels. The same letterbox, score threshold and NMS as ultralytics' predict
+    (`test_detection`). The `k` best anchors (`pose_candidates`) come to the host in one copy and are decoded
+    there (`decode_candidates`); when all of them are above the threshold (a crowd, or a threshold near 0),
+    the whole output is decoded on the device instead (`decode_pose`), so nothing is lost.
+    `candidates(frame)`: the candidate rows, when not `pose_candidates` of `model` (a detector's CUDA graph)."""
+    import torch
+
+    h, w = frame.shape[:2]
+    r, pad, _ = letterbox_geometry(h, w, imgsz)
+    nc = head_classes(model)
     with torch.inference_mode():
-        raw = pose_forward(model, frame, imgsz) if forward is None else forward(frame)
-    nc = int(getattr(model.model[-1], "nc", 1))  # the pose head's class count (yolo11n-pose.pt: 1)
-    return decode_pose(raw, conf, iou, max_det, r, pad, frame.shape[0], frame.shape[1], nc)
+        rows = pose_candidates(pose_forward(model, frame, imgsz), k, nc) if candidates is None else candidates(frame)
+        found = decode_candidates(rows.cpu().numpy(), conf, iou, max_det, r, pad, h, w)
+        if found is None:
+            bodies, kps = decode_pose(pose_forward(model, frame, imgsz), conf, iou, max_det, r, pad, h, w, nc)
+            found = bodies.cpu().numpy(), kps.cpu().numpy()
+    return found

@@ -80,6 +80,32 @@ def test_device_crops_send_their_boxes_in_one_upload():
     assert torch.equal(padded, got) and list(graphs.runners) == [max(by_hand)]
     host = np.stack([crop_square(rgb, b, 64) for b in boxes]).astype(int)
     assert np.abs(host - got.numpy().astype(int)).reshape(len(boxes), -1).mean(axis=1).max() <= MEAN_TOLERANCE
+    # a frame's crops (`crop_batch_tensor`): its boxes in one upload too; on fixed buffers, padded to the crop
+    # count of the persons' bucket (3 persons run as 4: 4 x 2 + 1 crops)
+    persons = [
+        Person(
+            face=np.array([40 + 90 * i, 50, 80 + 90 * i, 100, 1.0]),
+            body=np.array([20 + 90 * i, 30, 100 + 90 * i, 400, 1.0]),
+        )
+        for i in range(3)
+    ]
+    levels = ("face", "body", "context")
+    for graphs, rows in ((None, 7), (CropGraphs(64, capture=False), 9)):
+        before = len(sent)
+        batch = crop_batch_tensor(frame, persons, levels, 64, upload, graphs)
+        assert len(sent) == before + 1 and sent[-1].shape == (rows, 5) and len(batch.images) == 7
+
+
+@pytest.mark.parametrize("shape", [(8, 5, 3), (5, 8, 3)])
+def test_device_crops_of_a_frame_too_small_to_halve_match_the_host(shape):
+    """A box far larger than a tiny frame asks for a pyramid level the frame cannot reach: both cuts stop
+    halving where a side would reach 0 pixels (the host's `Pyramid`), and sample that level."""
+    rgb = np.random.default_rng(3).integers(0, 256, shape, np.uint8)
+    boxes = np.array([[-400, -400, 404, 404], [0, 0, 5, 5], [-40, -40, 44, 44]], np.float32)
+    assert pyramid_level(804, 8) == 6  # 8 x 5 halves twice (4 x 2, 2 x 1), then no more; 5 x 8 likewise
+    host = np.stack([crop_square(rgb, b, 8) for b in boxes]).astype(int)
+    device = crop_tensor(torch.from_numpy(rgb), boxes, 8).numpy().astype(int)
+    assert np.abs(host - device).reshape(len(boxes), -1).mean(axis=1).max() <= MEAN_TOLERANCE
 
 
 def ramp(h: int = 40, w: int = 200) -> np.ndarray:

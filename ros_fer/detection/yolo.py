@@ -410,7 +410,7 @@ def decode_candidates(
     import torch
     from torchvision.ops import batched_nms
 
-    if len(rows) and rows[-1, 4] > conf:  # the last candidate still above the threshold: some may be missing
+    if len(rows) and rows[:, 4].min() > conf:  # every candidate above the threshold: some may be missing
         return None
     rows = rows[rows[:, 4] > conf]
     rows = rows[np.argsort(rows[:, 6], kind="stable")]  # in anchor order, as `decode_pose` (and ultralytics)

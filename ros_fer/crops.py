@@ -237,15 +237,20 @@ def cut_crops(frame: torch.Tensor, rois: torch.Tensor, size: int, levels: int) -
 
 class CropGraphs:
     """The device crops on fixed buffers (`graphs.ShapeGraphs` of `cut_crops`), one set per pyramid depth:
-    with `capture` (CUDA graphs) one graph per frame size, row count and depth, captured once and replayed."""
+    with `capture` (CUDA graphs) one graph per frame size, row count and depth, captured once and replayed.
+    At most `limit` of them (each keeps a copy of its frame size's buffers): beyond, new shapes are cut
+    eagerly, so a folder of photographs of many sizes does not fill the GPU with graphs."""
 
-    def __init__(self, size: int, capture: bool):
-        self.size, self.capture, self.runners = size, capture, {}
+    def __init__(self, size: int, capture: bool, limit: int = 16):
+        self.size, self.capture, self.limit, self.runners = size, capture, limit, {}
 
     def __call__(self, frame: torch.Tensor, rois: torch.Tensor, depth: int) -> torch.Tensor:
         from .backends.graphs import ShapeGraphs
 
         runner = self.runners.get(depth)
+        known = runner is not None and ShapeGraphs.key((frame, rois)) in runner.entries
+        if not known and sum(len(r.entries) for r in self.runners.values()) >= self.limit:
+            return cut_crops(frame, rois, self.size, depth)[0]
         if runner is None:
             size = self.size
             runner = self.runners[depth] = ShapeGraphs(lambda f, r: cut_crops(f, r, size, depth), self.capture)

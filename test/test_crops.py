@@ -96,6 +96,21 @@ def test_device_crops_send_their_boxes_in_one_upload():
         assert len(sent) == before + 1 and sent[-1].shape == (rows, 5) and len(batch.images) == 7
 
 
+def test_crop_graphs_stop_at_their_limit_and_cut_the_rest_eagerly():
+    """Each frame size gets its own fixed buffers (on CUDA its own graph): photographs of many sizes would
+    pile them up, so beyond `limit` new sizes are cut eagerly, with the same crops."""
+    graphs = CropGraphs(16, capture=False, limit=3)
+    boxes = np.array([[2, 3, 30, 31], [-5, -5, 50, 50]], np.float32)
+    rng = np.random.default_rng(5)
+    for width in range(40, 46):
+        frame = torch.from_numpy(rng.integers(0, 256, (36, width, 3), np.uint8))
+        got = crop_tensor(frame, boxes, 16, rows=4, graphs=graphs)
+        assert torch.equal(got, crop_tensor(frame, boxes, 16))
+    assert sum(len(r.entries) for r in graphs.runners.values()) == 3
+    frame = torch.from_numpy(rng.integers(0, 256, (36, 41, 3), np.uint8))  # a size it keeps: its buffers
+    assert torch.equal(crop_tensor(frame, boxes, 16, rows=4, graphs=graphs), crop_tensor(frame, boxes, 16))
+
+
 @pytest.mark.parametrize("shape", [(8, 5, 3), (5, 8, 3)])
 def test_device_crops_of_a_frame_too_small_to_halve_match_the_host(shape):
     """A box far larger than a tiny frame asks for a pyramid level the frame cannot reach: both cuts stop

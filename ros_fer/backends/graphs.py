@@ -87,8 +87,13 @@ class ShapeGraphs:
             return static, None, None
         return static, graph, outputs
 
+    @staticmethod
+    def key(inputs: tuple[torch.Tensor, ...]) -> tuple:
+        """What one entry (buffers, and on CUDA one graph) serves: the inputs' shapes and dtypes."""
+        return tuple((tuple(x.shape), x.dtype) for x in inputs)
+
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        key = tuple((tuple(x.shape), x.dtype) for x in inputs)
+        key = self.key(inputs)
         entry = self.entries.get(key)
         if entry is None:
             entry = self.entries[key] = self._make(inputs)

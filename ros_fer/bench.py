@@ -17,13 +17,13 @@ import torch
 
 from . import __version__
 from .backends.image_side import dense_index
-from .crops import associate, crop_batch
+from .crops import associate, crop_batch, sample_crops
 from .crops import sample_frame as bench_frame
 from .detection import Detections
 from .errors import ConfigError
 from .machine import machine
 from .params import load_params
-from .pipeline import Pipeline
+from .pipeline import Pipeline, person_boxes
 from .tracking import Tracker
 
 BATCHES = (1, 3, 12, 48)
@@ -119,7 +119,7 @@ def run_bench(
         with torch.inference_mode():
             probs = rt.head(feats, rt.text).float().softmax(-1).cpu().numpy()
         t_head = (time.perf_counter() - t) * 1e3
-        _, t_track = _timed(tracker.update, np.stack([p.body for p in people]) if people else np.zeros((0, 5)), probs)
+        _, t_track = _timed(tracker.update, person_boxes(people), probs)
         # The whole frame as the node runs it: JPEG bytes in, results out.
         _, t_frame = _timed(pipeline.process, jpeg)
         # The floor: detector and scorer back to back on the same inputs, nothing else.
@@ -242,31 +242,19 @@ def _rate(rt, persons: int, images: np.ndarray, index: np.ndarray) -> float:
     return round(persons * reps / (time.perf_counter() - t), 2)
 
 
-def frame_crops(crops: np.ndarray, levels) -> tuple[np.ndarray, np.ndarray]:
-    """Dense crops [P, L, S, S, 3] as one frame of P persons gives them to the encoder: each person's own
-    crops, then one context crop for all (the first person's), and the index [P, L] into them. Without a
-    context level, the dense crops as they are (`dense_index`)."""
-    if "context" not in levels:
-        return dense_index(crops)
-    context = list(levels).index("context")
-    own = [j for j in range(len(levels)) if j != context]
-    persons = len(crops)
-    images = np.concatenate([crops[:, own].reshape(-1, *crops.shape[2:]), crops[:1, context]])
-    index = np.empty((persons, len(levels)), np.int64)
-    for k, j in enumerate(own):
-        index[:, j] = np.arange(persons) * len(own) + k
-    index[:, context] = persons * len(own)
-    return images, index
-
-
 def _throughput(rt, batches, shared: bool = False) -> dict[str, float]:
     """Encoder person-frames/s at several batch sizes, each person with its own crops (no sharing), or with
-    `shared` as one frame of that many persons runs it (one context crop for all: `frame_crops`)."""
+    `shared` as one frame of that many persons runs it: the sample frame's crops (`crops.sample_crops`), one
+    context crop for all."""
     out = {}
     for batch in batches:
-        shape = (batch, len(rt.levels), rt.image_size, rt.image_size, 3)
-        crops = np.random.default_rng(batch).integers(0, 256, shape, np.uint8)
-        out[str(batch)] = _rate(rt, batch, *(frame_crops(crops, rt.levels) if shared else dense_index(crops)))
+        if shared:
+            frame = sample_crops(batch, rt.levels, rt.image_size)
+            images, index = frame.images, frame.index
+        else:
+            shape = (batch, len(rt.levels), rt.image_size, rt.image_size, 3)
+            images, index = dense_index(np.random.default_rng(batch).integers(0, 256, shape, np.uint8))
+        out[str(batch)] = _rate(rt, batch, images, index)
     return out
 
 

@@ -152,22 +152,6 @@ def test_bench_writes_its_report(tmp_path):
     assert all(v > 0 for v in r["encoder_person_frames_per_s_shared_context"].values())
 
 
-def test_the_bench_encodes_a_frame_of_persons_with_one_context_crop():
-    """`frame_crops`: P persons' dense crops as a frame gives them, each person's own face and body, one
-    context crop (P x 2 + 1 crops), every person's context pointing at it; the other levels where they were."""
-    from ros_fer.bench import frame_crops
-
-    crops = np.random.default_rng(0).integers(0, 256, (4, 3, 8, 8, 3), np.uint8)
-    images, index = frame_crops(crops, ("face", "context", "body"))
-    assert images.shape == (9, 8, 8, 3) and index.shape == (4, 3)
-    assert (index[:, 1] == 8).all() and (images[8] == crops[0, 1]).all()
-    for p in range(4):
-        assert (images[index[p, 0]] == crops[p, 0]).all() and (images[index[p, 2]] == crops[p, 2]).all()
-    assert len(set(index[:, [0, 2]].ravel())) == 8  # every person's own crops, once each
-    same, idx = frame_crops(crops, ("face", "body", "body"))  # no context level: nothing shared
-    assert same.shape == (12, 8, 8, 3) and (same[idx[2, 1]] == crops[2, 1]).all()
-
-
 def test_infer_with_an_exported_folder_scores_like_the_model_it_came_from(tmp_path):
     """`model: <exported folder>` (the runtime's bundle branch) through `ros-fer infer`, on the torch and the
     onnxruntime backends, against the in-memory model the folder was exported from."""

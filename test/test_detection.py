@@ -269,12 +269,12 @@ def test_debug_image_draws_the_skeleton():
 
 
 @pytest.mark.parametrize("size", [(480, 640), (360, 640), (720, 1280)])
-@pytest.mark.parametrize("where", ["host", "device"])
-def test_pose_on_tensors_matches_ultralytics_predict(size, where):
+@pytest.mark.parametrize("decoded", ["candidates", "every anchor"])
+def test_pose_on_tensors_matches_ultralytics_predict(size, decoded):
     """The device path (letterbox, the pose module's forward and the best anchors on tensors, here CPU
     tensors; the score threshold and NMS on the host) against ultralytics' own predict on the same frame and
-    model. `device`: every candidate brought back is above the threshold (a crowd), so the whole output is
-    decoded on the device instead."""
+    model. `every anchor`: every candidate brought back is above the threshold (a crowd), so every anchor of
+    the output comes back and is decoded instead."""
     import cv2
     import ultralytics
 
@@ -295,14 +295,14 @@ def test_pose_on_tensors_matches_ultralytics_predict(size, where):
     with torch.inference_mode():
         raw = pose_forward(model, frame)
     scores = raw[0, 4:-51].max(dim=0).values.numpy()  # each anchor's best class score
-    # host: the highest threshold that 30 to 1000 anchors pass (random weights score ~1e-4, in many ties);
-    # device: a threshold hundreds of anchors pass, 16 candidates brought back
+    # candidates: the highest threshold that 30 to 1000 anchors pass (random weights score ~1e-4, in many
+    # ties); every anchor: a threshold hundreds of anchors pass, 16 candidates brought back
     passing = {float(t): int((scores > t).sum()) for t in np.unique(scores)}
-    host_conf = max(t for t, n in passing.items() if 30 <= n <= 1000)
-    conf, k = (host_conf, CANDIDATES) if where == "host" else (1e-4, 16)
+    some = max(t for t, n in passing.items() if 30 <= n <= 1000)
+    conf, k = (some, CANDIDATES) if decoded == "candidates" else (1e-4, 16)
     r, pad, _ = letterbox_geometry(*size)
     rows = pose_candidates(raw, k, len(raw[0]) - 4 - 51).numpy()
-    assert (decode_candidates(rows, conf, 0.7, 30, r, pad, *size) is None) == (where == "device")
+    assert (decode_candidates(rows, conf, 0.7, 30, r, pad, *size) is None) == (decoded == "every anchor")
     detector.confidence = conf
     want = detector.detect(bgr[:, :, ::-1])
     assert len(want.bodies) >= 3  # the random model finds something to compare

@@ -321,7 +321,7 @@ def test_pose_boxes_come_back_in_frame_coordinates_at_every_size(imgsz):
     """A 640x480 frame at imgsz 640, 480, 320: ultralytics' letterbox scales by r and pads to multiples of 32
     (by hand: 480x360 -> pad 24 rows, 12 above; 320x240 -> pad 16 rows, 8 above). A person box at
     (100, 50)-(300, 250) in the frame, placed where the model would see it, decodes back to the frame."""
-    from ros_fer.detection.yolo import decode_pose, letterbox_geometry
+    from ros_fer.detection.yolo import decode_candidates, letterbox_geometry, pose_candidates
 
     got_r, got_pad, _ = letterbox_geometry(480, 640, imgsz)
     by_hand = {640: (1.0, (0, 0)), 480: (0.75, (0, 12)), 320: (0.5, (0, 8))}[imgsz]
@@ -332,9 +332,16 @@ def test_pose_boxes_come_back_in_frame_coordinates_at_every_size(imgsz):
     raw[0, :4, 1] = torch.tensor([(x1 + x2) / 2 * r + px, (y1 + y2) / 2 * r + py, (x2 - x1) * r, (y2 - y1) * r])
     raw[0, 4, 1] = 0.9
     raw[0, 5:8, 1] = torch.tensor([200 * r + px, 80 * r + py, 1.0])  # the nose keypoint at (200, 80)
-    bodies, kps = decode_pose(raw, 0.5, 0.7, 10, r, (px, py), 480, 640)
-    np.testing.assert_allclose(bodies[0, :4].numpy(), [x1, y1, x2, y2], atol=1e-3)
-    np.testing.assert_allclose(kps[0, 0].numpy(), [200, 80, 1.0], atol=1e-3)
+    rows = pose_candidates(raw, raw.shape[-1]).numpy()  # every anchor
+    bodies, kps = decode_candidates(rows, 0.5, 0.7, 10, r, (px, py), 480, 640, complete=True)
+    np.testing.assert_allclose(bodies[0, :4], [x1, y1, x2, y2], atol=1e-3)
+    np.testing.assert_allclose(kps[0, 0], [200, 80, 1.0], atol=1e-3)
+    # a threshold every anchor passes: rows that are not the whole output may miss some (None); the whole
+    # output decodes, the person first (the other two anchors are empty boxes at the letterbox's corner)
+    assert decode_candidates(rows, -1.0, 0.7, 10, r, (px, py), 480, 640) is None
+    bodies, _ = decode_candidates(rows, -1.0, 0.7, 10, r, (px, py), 480, 640, complete=True)
+    assert len(bodies) == 3
+    np.testing.assert_allclose(bodies[0, :4], [x1, y1, x2, y2], atol=1e-3)
 
 
 @pytest.mark.parametrize("imgsz", [320, 480, 640])

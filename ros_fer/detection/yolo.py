@@ -355,31 +355,6 @@ def pose_forward(model, frame, imgsz: int = 640):
     return raw[0] if isinstance(raw, (tuple, list)) else raw
 
 
-def decode_pose(
-    raw, conf: float, iou: float, max_det: int, r: float, pad: tuple[int, int], h: int, w: int, nc: int = 1
-):
-    """The pose head's raw output [1, 4 + nc + 51, anchors] (centre x, y, width, height, nc class scores (the
-    person model: 1), then 17 x (x, y, visibility)) -> bodies [P, 5] x1 y1 x2 y2 score and keypoints
-    [P, 17, 3] in frame pixels: score threshold, per-class non-maximum suppression (torchvision, on the
-    tensors' device), the best `max_det` kept."""
-    import torch
-    from torchvision.ops import batched_nms
-
-    pred = raw[0].transpose(0, 1).float()  # [anchors, 4 + nc + 51]
-    score, cls = pred[:, 4 : 4 + nc].max(dim=1)
-    mask = score > conf
-    pred, score, cls = pred[mask], score[mask], cls[mask]
-    cxcy, wh = pred[:, :2], pred[:, 2:4]
-    boxes = torch.cat([cxcy - wh / 2, cxcy + wh / 2], dim=1)
-    keep = batched_nms(boxes, score, cls, iou)[:max_det]
-    boxes, scores, kps = boxes[keep], score[keep], pred[keep, 4 + nc :].reshape(-1, 17, 3).clone()
-    # back to frame pixels, inside the frame (keypoints as boxes); Python scalars: nothing crosses to the device
-    for points in (boxes.view(-1, 2, 2), kps):
-        points[..., 0] = ((points[..., 0] - pad[0]) / r).clamp(0, w)
-        points[..., 1] = ((points[..., 1] - pad[1]) / r).clamp(0, h)
-    return torch.cat([boxes, scores[:, None]], dim=1), kps
-
-
 def head_classes(model) -> int:
     """The pose head's class count (yolo11n-pose.pt: 1)."""
     return int(getattr(model.model[-1], "nc", 1))
@@ -401,20 +376,28 @@ def pose_candidates(raw, k: int = CANDIDATES, nc: int = 1):
 
 
 def decode_candidates(
-    rows: np.ndarray, conf: float, iou: float, max_det: int, r: float, pad: tuple[int, int], h: int, w: int
+    rows: np.ndarray,
+    conf: float,
+    iou: float,
+    max_det: int,
+    r: float,
+    pad: tuple[int, int],
+    h: int,
+    w: int,
+    complete: bool = False,
 ):
     """`pose_candidates` rows on the host -> (bodies [P, 5] x1 y1 x2 y2 score, keypoints [P, 17, 3]) float32
-    numpy in frame pixels: the score threshold, per-class NMS (torchvision, on the host), the best `max_det`,
-    the letterbox undone. The same as `decode_pose` on the whole raw output, as long as every anchor above
-    the threshold is among the rows; None when the rows may not hold all of them (all of them above it)."""
+    numpy in frame pixels: the score threshold, per-class NMS (torchvision), the best `max_det`, the letterbox
+    undone. `complete`: the rows are every anchor of the output. Otherwise None when the rows may not hold
+    every anchor above the threshold (all of them are above it)."""
     import torch
     from torchvision.ops import batched_nms
 
-    if len(rows) and rows[:, 4].min() > conf:  # every candidate above the threshold: some may be missing
+    if not complete and len(rows) and rows[:, 4].min() > conf:  # every candidate above it: some may be missing
         return None
     rows = rows[rows[:, 4] > conf]
-    rows = rows[np.argsort(rows[:, 6], kind="stable")]  # in anchor order, as `decode_pose` (and ultralytics)
-    # give them to NMS: equal scores (random weights have many) are then kept or dropped alike
+    rows = rows[np.argsort(rows[:, 6], kind="stable")]  # in anchor order, as ultralytics gives them to NMS:
+    # equal scores (random weights have many) are then kept or dropped alike
     cxcy, wh = rows[:, :2], rows[:, 2:4]
     boxes = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1)
     keep = batched_nms(torch.from_numpy(boxes), torch.from_numpy(rows[:, 4]), torch.from_numpy(rows[:, 5]), iou)
@@ -442,7 +425,7 @@ def detect_pose_tensor(
     numpy in frame pixels. The same letterbox, score threshold and NMS as ultralytics' predict
     (`test_detection`). The `k` best anchors (`pose_candidates`) come to the host in one copy and are decoded
     there (`decode_candidates`); when all of them are above the threshold (a crowd, or a threshold near 0),
-    the whole output is decoded on the device instead (`decode_pose`), so nothing is lost.
+    every anchor of the output comes back and is decoded the same way, so nothing is lost.
     `candidates(frame)`: the candidate rows, when not `pose_candidates` of `model` (a detector's CUDA graph)."""
     import torch
 
@@ -450,9 +433,11 @@ def detect_pose_tensor(
     r, pad, _ = letterbox_geometry(h, w, imgsz)
     nc = head_classes(model)
     with torch.inference_mode():
-        rows = pose_candidates(pose_forward(model, frame, imgsz), k, nc) if candidates is None else candidates(frame)
+        raw = None if candidates is not None else pose_forward(model, frame, imgsz)
+        rows = candidates(frame) if raw is None else pose_candidates(raw, k, nc)
         found = decode_candidates(rows.cpu().numpy(), conf, iou, max_det, r, pad, h, w)
-        if found is None:
-            bodies, kps = decode_pose(pose_forward(model, frame, imgsz), conf, iou, max_det, r, pad, h, w, nc)
-            found = bodies.cpu().numpy(), kps.cpu().numpy()
+        if found is None:  # the graph's output is not kept: the forward again, only for such frames
+            raw = pose_forward(model, frame, imgsz) if raw is None else raw
+            every = pose_candidates(raw, raw.shape[-1], nc).cpu().numpy()
+            found = decode_candidates(every, conf, iou, max_det, r, pad, h, w, complete=True)
     return found

@@ -77,6 +77,8 @@ def run_bench(
     """Time one configuration on the pipeline's own path (the node's: host, or the GPU-resident frame).
     - stages_ms: decode (with the upload), detect, crops, encode, head, track, each waited for (synchronised);
       `frame`: the whole frame as `Pipeline.process` runs it from JPEG bytes, nothing synchronised in between;
+    - raw_frame_ms: the same frame as a camera's raw bgr8 image (what the node gets from an Image topic: no
+      decode), timed in turn with the JPEG frame, and its ratio to the floor;
     - streamed_ms: frames back to back (`Pipeline.stream`: each decode and upload overlaps the previous frame);
     - model_only_ms: detector and scorer back to back on the same inputs (the floor), and frame / floor.
     boxes: `detected` (the detector's own) or `known` (the frame's known people, while the detector still runs
@@ -96,6 +98,7 @@ def run_bench(
     _, first_frame = _timed(pipeline.process, jpeg)
     stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "crops", "encode", "head", "track")}
     whole: list[float] = []
+    raw: list[float] = []
     floor: list[float] = []
     tracker = Tracker(rt.labels.classes)
     batch = loaded = people = None
@@ -122,6 +125,7 @@ def run_bench(
         _, t_track = _timed(tracker.update, person_boxes(people), probs)
         # The whole frame as the node runs it: JPEG bytes in, results out.
         _, t_frame = _timed(pipeline.process, jpeg)
+        _, t_raw = _timed(pipeline.process, frame)  # a raw bgr8 Image's pixels, as the node gets them
         # The floor: detector and scorer back to back on the same inputs, nothing else.
         t = time.perf_counter()
         pipeline.detect(loaded)
@@ -133,12 +137,13 @@ def run_bench(
             for key, value in zip(stages, (t_dec, t_det, t_crop, t_enc, t_head, t_track), strict=True):
                 stages[key].append(value)
             whole.append(t_frame)
+            raw.append(t_raw)
             floor.append(t_floor)
     t = time.perf_counter()
     for _ in pipeline.stream(jpeg for _ in range(frames)):
         pass
     streamed = (time.perf_counter() - t) * 1e3 / max(frames, 1)
-    frame_stats, model_only = stats(whole), stats(floor)
+    frame_stats, raw_stats, model_only = stats(whole), stats(raw), stats(floor)
     profiled = profile_frames(pipeline.process, jpeg, profile) if profile > 0 else None
     backend = rt.backend
     context = "context" in rt.levels
@@ -172,6 +177,8 @@ def run_bench(
         "streamed_ms_per_frame": round(streamed, 3),
         "model_only_ms": model_only,
         "frame_over_model_only": round(frame_stats["median"] / model_only["median"], 3),
+        "raw_frame_ms": raw_stats,
+        "raw_frame_over_model_only": round(raw_stats["median"] / model_only["median"], 3),
         "encoder_person_frames_per_s": _throughput(rt, batches),
         # as frames run it: one context crop per frame of that many persons (None without a context level)
         "encoder_person_frames_per_s_shared_context": _throughput(rt, batches, True) if context else None,
@@ -323,6 +330,7 @@ def table(reports: list[dict]) -> list[str]:
         "cuda_graphs",
         *STAGES,
         "whole frame (p95)",
+        "raw bgr8 frame (p95)",
         "first frame",
         "streamed",
         "floor",
@@ -341,6 +349,7 @@ def table(reports: list[dict]) -> list[str]:
             "on" if r.get("cuda_graphs") else "off",
             *(f"{st[k]['median']:.2f}" for k in STAGES),
             f"{st['frame']['median']:.2f} ({st['frame']['p95']:.2f})",
+            f"{r['raw_frame_ms']['median']:.2f} ({r['raw_frame_ms']['p95']:.2f})" if "raw_frame_ms" in r else "-",
             f"{r['first_frame_ms']:.2f}" if "first_frame_ms" in r else "-",
             f"{r['streamed_ms_per_frame']:.2f}",
             f"{r['model_only_ms']['median']:.2f}",

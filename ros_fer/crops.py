@@ -137,11 +137,12 @@ class Pyramid:
         return self.levels[level]
 
 
-def crop_square(rgb: np.ndarray | Pyramid, box: np.ndarray, size: int) -> np.ndarray:
+def crop_square(rgb: np.ndarray | Pyramid, box: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
     """The square `box` (may reach outside the frame: zero-padded) resized to size x size: cut bilinearly
     from the pyramid level where the box spans between 1 and 2 crop sizes (`pyramid_level`), so shrinking
     averages every source pixel (no aliasing) at the cost of one small warp. Pass a `Pyramid` to share
-    its levels between the crops of a frame."""
+    its levels between the crops of a frame, and `out` (uint8 [size, size, 3], contiguous) to have the crop
+    written there."""
     pyramid = rgb if isinstance(rgb, Pyramid) else Pyramid(rgb)
     x1, y1, x2, _ = (float(v) for v in box[:4])
     level = pyramid_level(x2 - x1, size)
@@ -152,7 +153,13 @@ def crop_square(rgb: np.ndarray | Pyramid, box: np.ndarray, size: int) -> np.nda
     s = side / size
     m = np.array([[1 / s, 0, (0.5 - x1) / s - 0.5], [0, 1 / s, (0.5 - y1) / s - 0.5]], np.float32)
     return cv2.warpAffine(
-        image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
+        image,
+        m,
+        (size, size),
+        dst=out,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
     )
 
 
@@ -204,8 +211,10 @@ def crop_batch(rgb: np.ndarray, persons: list[Person], levels: tuple[str, ...], 
     """Per person the crops of the requested levels, in level order, cut on the host (OpenCV)."""
     boxes, index = crop_boxes(persons, levels, *rgb.shape[:2])
     pyramid = Pyramid(rgb)  # shared: the context and large body crops come from its first levels
-    images = [crop_square(pyramid, box, size) for box in boxes]
-    return CropBatch(np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8), index)
+    images = np.empty((len(boxes), size, size, 3), np.uint8)
+    for box, out in zip(boxes, images, strict=True):
+        crop_square(pyramid, box, size, out)  # each warp writes its row: no stacking copy
+    return CropBatch(images, index)
 
 
 def pyramid_tensor(frame: torch.Tensor, levels: int) -> torch.Tensor:

@@ -89,6 +89,30 @@ def decode_image(msg, w: int, h: int) -> np.ndarray:
     return cv2.cvtColor(pixels if channels > 1 else pixels[:, :, 0], code)
 
 
+def image_pixels(msg, w: int, h: int) -> tuple[np.ndarray, str]:
+    """An Image's pixels as the pipeline takes them, and their channel order (`Pipeline.process`'s `color`):
+    bgr8 and rgb8 as they came, mono8 as H x W grey, each a view of the message's buffer (no copy; rows
+    padded beyond the width are skipped by the view); the four-channel encodings converted to BGR. The node
+    reads these: an rgb8 camera's frame is not turned into BGR here only to be turned back into RGB by the
+    pipeline (on the GPU path the frame crosses as it came and is made RGB there)."""
+    encoding = str(msg.encoding).lower()
+    channels, code = ENCODINGS[encoding]
+    if encoding not in ("bgr8", "rgb8", "mono8"):
+        return decode_image(msg, w, h), "bgr"
+    pixels = _buffer(msg.data).reshape(h, int(msg.step))[:, : w * channels].reshape(h, w, channels)
+    return (pixels[:, :, 0] if channels == 1 else pixels), ("rgb" if encoding == "rgb8" else "bgr")
+
+
+def as_bgr(frame, color: str) -> np.ndarray:
+    """A frame as the node handed it to the pipeline (`image_pixels`' array and order, or an RGB tensor the
+    GPU decoded) as a BGR array on the host, for drawing the debug image."""
+    if not isinstance(frame, np.ndarray):
+        return np.ascontiguousarray(frame.cpu().numpy()[:, :, ::-1])
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if color == "rgb" else frame
+
+
 END_MARKERS = {"jpeg": b"\xff\xd9", "png": b"IEND"}  # what a complete JPEG / PNG has near its end
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 

@@ -25,7 +25,7 @@ from ros_fer_msgs.msg import EmotionArray, PersonEmotion
 from . import messages
 from .annotate import draw
 from .errors import FerError, WeightsUnavailableError
-from .image_conv import ImageError, bgr_to_fields, check_compressed, check_image, decode_image
+from .image_conv import ImageError, as_bgr, bgr_to_fields, check_compressed, check_image, image_pixels
 from .messages import Kit
 from .overrides import nearest
 from .params import DEFAULTS, NODE, PARAMS, RUNTIME, load_params, unknown_overrides
@@ -151,7 +151,8 @@ class FerNode(LifecycleNode):
         )
         self.check = check_compressed if self.params["compressed"] else check_image
         # Compressed frames: a JPEG is decoded where the pipeline works (nvjpeg on the GPU path), else OpenCV.
-        self.decode = self._decode_compressed if self.params["compressed"] else decode_image
+        # Raw frames: the pixels as they came (rgb8 stays RGB), a view of the message's buffer (`image_pixels`).
+        self.decode = self._decode_compressed if self.params["compressed"] else image_pixels
         self.stop.clear()
         self.worker = threading.Thread(target=self._work, name="fer_worker", daemon=True)
         self.worker.start()
@@ -256,22 +257,21 @@ class FerNode(LifecycleNode):
         params = self.params
         if self.subscription is None:  # deactivated meanwhile: no inference
             return
-        frame = self.decode(msg, *size)  # checked on arrival: decoded here, not checked again
-        result = self.pipeline.process(frame, color="bgr")  # a BGR array, or an RGB tensor on the device
+        frame, color = self.decode(msg, *size)  # checked on arrival: decoded here, not checked again
+        result = self.pipeline.process(frame, color)  # an array in `color` order, or an RGB tensor on the device
         latency = time.monotonic() - arrived
         self.emotion_pub.publish(to_msg(result, msg.header, latency))
         self.latencies.append(latency)
         self.stage_ms.append(result.timings_ms)
         self.processed.append(time.monotonic())
         if params["debug_image"] and self.debug_pub.get_subscription_count() > 0:
-            bgr = frame if isinstance(frame, np.ndarray) else np.ascontiguousarray(frame.cpu().numpy()[:, :, ::-1])
-            self.debug_pub.publish(Image(header=msg.header, **bgr_to_fields(draw(bgr, result))))
+            self.debug_pub.publish(Image(header=msg.header, **bgr_to_fields(draw(as_bgr(frame, color), result))))
             self.debug_published += 1  # drawn only while someone subscribes
         if Expression is not None:
             self._publish_rep155(result, msg.header)
 
     def _decode_compressed(self, msg, width: int, height: int):
-        return self.pipeline.decode(msg.data, width, height)
+        return self.pipeline.decode(msg.data, width, height), "bgr"  # a BGR array, or an RGB tensor (no order)
 
     def _publish_rep155(self, result: FrameResult, header) -> None:
         if self.pipeline.tracker is not None:  # tracks the tracker forgot: their publishers go

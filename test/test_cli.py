@@ -145,6 +145,8 @@ def test_bench_writes_its_report(tmp_path):
     assert r["profile"]["frames"] == 2 and names & {"aten::mm", "aten::addmm", "aten::linear", "aten::bmm"}, names
     assert set(r["stages_ms"]) == {"decode", "detect", "crops", "encode", "head", "track", "frame"}
     assert r["persons_found"] == 1 and r["frame_over_model_only"] > 0
+    # the frame as a raw bgr8 image too (the node's Image topic: no JPEG decode), timed in the same frames
+    assert r["raw_frame_ms"]["n"] == 3 and r["raw_frame_ms"]["median"] > 0 and r["raw_frame_over_model_only"] > 0
     # the first frame after the start's warm-up (on the CPU nothing to warm), timed apart from the rest
     assert r["warm_up"] == {} and r["first_frame_ms"] > 0 and r["first_frame_over_median"] > 0
     assert set(r["encoder_person_frames_per_s"]) == {"1", "3", "12", "48"} and r["versions"]["torch"]

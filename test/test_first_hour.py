@@ -314,8 +314,10 @@ def test_bench_table_names_backend_precision_and_the_batches_measured():
     report = {"results": [result("torch", "fp32", {"1": 5.0, "12": 6.0}), result("onnxruntime", "int8", {"1": 9.0})]}
     report["results"][1]["encoder_person_frames_per_s_shared_context"] = {"1": 11.0}  # one context crop a frame
     report["results"][0]["first_frame_ms"] = 3.25  # reports from before the first frame was timed: "-"
+    report["results"][0]["raw_frame_ms"] = {"median": 0.75, "p95": 1.5}  # and before raw frames were: "-"
     head, rule, *rows = table([report])
-    assert "| 1.00 (2.00) | 3.25 | 1.00 |" in rows[0] and "| 1.00 (2.00) | - | 1.00 |" in rows[1]
+    assert "| 1.00 (2.00) | 0.75 (1.50) | 3.25 | 1.00 |" in rows[0] and "| 1.00 (2.00) | - | - | 1.00 |" in rows[1]
+    assert "| whole frame (p95) | raw bgr8 frame (p95) | first frame |" in head
     assert "person-frames/s (batch 1 / 12; frames: one context crop a frame)" in head and "8 / 48" not in head
     assert len(head.split("|")) == len(rule.split("|")) == len(rows[0].split("|"))
     assert "| torch fp32, cpu |" in rows[0] and "| onnxruntime int8, cpu |" in rows[1]

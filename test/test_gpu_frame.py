@@ -172,6 +172,21 @@ def test_frames_load_from_arrays_bytes_and_tensors(runtime):
         assert (loaded.tensor is not None) is device_crops and loaded.shape == rgb.shape[:2]
         given = pipeline.load(torch.from_numpy(rgb))  # a tensor on the host path: its pixels, as an array
         assert (given.tensor is not None) is device_crops and np.array_equal(given.host(), rgb)
+    # arrays on the device path cross as they came and are made RGB there: nothing per pixel on the host
+    device = Pipeline(FixedPeople(), runtime, device_crops=True)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    for frame, color, want in (
+        (decoded, "bgr", decoded[:, :, ::-1]),
+        (rgb, "rgb", rgb),
+        (grey, "bgr", np.repeat(grey[:, :, None], 3, axis=2)),
+        (grey, "rgb", np.repeat(grey[:, :, None], 3, axis=2)),
+    ):
+        loaded = device.load(frame, color)
+        assert loaded.rgb is None and np.array_equal(loaded.tensor.numpy(), want), (frame.ndim, color)
+        assert np.array_equal(loaded.host(), want)
+    for bad in (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8)):
+        with pytest.raises(Exception, match="frame must be"):
+            device.load(bad)
     host = Pipeline(haar_or_skip()(), runtime)
     assert isinstance(host.decode(data), np.ndarray)  # CPU: OpenCV decodes, the frame stays on the host
     for bad in (
@@ -387,8 +402,10 @@ def test_numpy_frames_stream_through_the_pinned_ring_on_the_upload_stream(tmp_pa
     alone = [pipeline.process(f, "rgb").persons for f in frames]
     pipeline.reset()
     streamed = [r.persons for r in pipeline.stream(frames, "rgb")]
-    assert len(streamed) == len(frames)
-    for want, got in zip(alone, streamed, strict=True):
+    pipeline.reset()  # the same frames as a camera's bgr8 images: their channels reversed on the device
+    bgr = [r.persons for r in pipeline.stream([np.ascontiguousarray(f[:, :, ::-1]) for f in frames], "bgr")]
+    assert len(streamed) == len(bgr) == len(frames)
+    for want, got in [*zip(alone, streamed, strict=True), *zip(alone, bgr, strict=True)]:
         assert len(want) == len(got) >= 1
         for a, b in zip(want, got, strict=True):
             np.testing.assert_allclose(a.raw_scores, b.raw_scores, atol=1e-4)

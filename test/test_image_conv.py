@@ -107,6 +107,36 @@ def test_driver_bytes_decode_to_the_right_pixels(encoding, container):
 
 
 @pytest.mark.parametrize("encoding", ["bgr8", "rgb8", "bgra8", "rgba8", "mono8"])
+@pytest.mark.parametrize("container", [bytes, list, np.array])
+def test_the_node_reads_raw_pixels_in_their_own_order(encoding, container):
+    """What the node hands the pipeline (`image_pixels`): bgr8, rgb8 and mono8 as views of the message's
+    buffer, in their own channel order; the pipeline's RGB and the debug image's BGR of them are the
+    driver's pixels (written out by hand above)."""
+    import array
+
+    from ros_fer.image_conv import _buffer, as_bgr, image_pixels
+    from ros_fer.pipeline import as_rgb
+
+    fields = hand_fields(encoding, padding=5)
+    data = fields["data"]
+    fields["data"] = {list: lambda d: array.array("B", d), np.array: lambda d: np.frombuffer(d, np.uint8).copy()}.get(
+        container, container
+    )(data)
+    msg = Image(**fields)
+    pixels, color = image_pixels(msg, 3, 2)
+    bgr = PIXELS if encoding != "mono8" else np.repeat(PIXELS[..., 1:2], 3, axis=2)
+    assert as_rgb(pixels, color).tolist() == bgr[..., ::-1].tolist()
+    assert as_bgr(pixels, color).tolist() == bgr.tolist() == image_to_bgr(msg).tolist()
+    as_is = encoding in ("bgr8", "rgb8", "mono8")
+    assert np.shares_memory(pixels, _buffer(msg.data)) is as_is and color == ("rgb" if encoding == "rgb8" else "bgr")
+    assert pixels.ndim == (2 if encoding == "mono8" else 3)
+    # a compressed frame the GPU decoded reaches the debug image as an RGB tensor
+    import torch
+
+    assert as_bgr(torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])), "bgr").tolist() == bgr.tolist()
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgb8", "bgra8", "rgba8", "mono8"])
 def test_fields_are_the_bytes_a_driver_sends(encoding):
     grey = PIXELS.copy()
     grey[:] = PIXELS[..., 1:2]  # equal channels: mono8's grey is exact

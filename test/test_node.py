@@ -253,6 +253,17 @@ def test_emotion_carries_what_the_pipeline_computes(e2e):
     assert all(0 < s < 15 for s in e2e["basic"]["latency_s"])
 
 
+def test_rgb8_and_mono8_cameras_are_read_as_they_come(e2e):
+    """The node hands rgb8 and mono8 pixels to the pipeline in their own order (no round trip through BGR):
+    the frame as an rgb8 camera sends it scores as its bgr8 twin; as mono8, the same face is found."""
+    bgr, rgb, mono = e2e["basic"]["first"], e2e["encodings"]["rgb8"], e2e["encodings"]["mono8"]
+    assert rgb is not None and mono is not None, e2e["node_log_tail"]
+    assert len(rgb) == len(bgr) >= 1 and [p["face"] for p in mono] == [p["face"] for p in bgr]
+    for got, want in zip(rgb, bgr, strict=True):
+        assert got["face"] == want["face"] and got["label"] == want["label"]
+        np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-5)
+
+
 def test_keypoints_and_face_source_reach_the_message():
     from std_msgs.msg import Header
 

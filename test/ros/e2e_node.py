@@ -450,6 +450,14 @@ def main() -> int:
         }
         # ... and what the pipeline computes for the same frame in this process, from the same params file
         report["pipeline"] = pipeline_result(frame, args.backbone)
+        # 1b. the same frame as an rgb8 and a mono8 camera send it (rows padded): read as they came
+        report["encodings"] = {}
+        for k, (encoding, padding) in enumerate((("rgb8", 3), ("mono8", 1))):
+            stamp = 1_000_000_000 * 200 + k
+            probe.send(bgr_to_fields(frame, encoding, row_padding=padding), stamp)
+            spin_until(probe, lambda s=stamp: any(stamp_ns(m) == s for m, _ in probe.received), 15)
+            got = [m for m, _ in probe.received if stamp_ns(m) == stamp]
+            report["encodings"][encoding] = [person_fields(p) for p in got[0].persons] if got else None
         # 2. malformed frames in between: the node skips them and keeps answering good ones.
         bad = [
             {**good, "encoding": "yuv422"},

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,6 +33,36 @@ def replace(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     umask: safetensors writes 0600, which would keep a node running as another user from a model."""
     os.chmod(tmp, 0o666 & ~umask())
     os.replace(tmp, path)
+
+
+def remembered(path: Path, memo: Path, field: str, compute: Callable[[], object], valid: Callable = bool):
+    """`compute()` of the file at `path` (its digest, what its header says), remembered in `memo` (JSON)
+    under the file's resolved path with its size and modification time, so a later start reads a line
+    instead of a file of hundreds of MB; a file that changed in either is computed again. An unreadable or
+    foreign memo, or an entry `valid` refuses, is only a miss; a read-only memo, computing again next time.
+    Writing drops the entries of files that are gone, and replaces the memo whole (two starts at once never
+    leave half a file)."""
+    stat, key = path.stat(), str(path.resolve())
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    entry = known.get(key)
+    if isinstance(entry, dict) and {k: entry.get(k) for k in stamp} == stamp and valid(entry.get(field)):
+        return entry[field]
+    value = compute()
+    known = {k: v for k, v in known.items() if k != key and os.path.exists(k)}
+    known[key] = {**stamp, field: value}
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        tmp.replace(memo)
+    except OSError:
+        pass
+    return value
 
 
 def cache_dir() -> Path:

@@ -25,7 +25,7 @@ from ros_fer.backends import (
 )
 from ros_fer.backends.image_side import PlainSelfAttention, plain_attention
 from ros_fer.bundle import export_bundle, load_bundle
-from ros_fer.errors import BankMismatchError, ConfigError
+from ros_fer.errors import BankMismatchError, ConfigError, FerError
 from ros_fer.head import Head
 from ros_fer.machine import describe_cpu
 from ros_fer.text_bank import build_text_bank
@@ -417,6 +417,49 @@ def test_the_int8_cache_key_hash_is_remembered_by_size_and_time(tmp_path):
     memo.write_text("[not, json")  # a broken memo is a miss, then written whole again
     assert file_digest(graph, memo) == hashlib.sha256(b"d" * 1001).hexdigest()[:16]
     assert json.loads(memo.read_text())[str(graph.resolve())]["size"] == 1001
+
+
+def test_graph_metadata_is_remembered_across_starts(tmp_path, monkeypatch):
+    """Every start reads the exported graph's metadata, and parsing a ViT-B-32 graph costs ~0.4 s: it is
+    remembered in the cache by path, size and modification time (a hit reads the memo, not the graph; a
+    rewritten graph is parsed again; a broken memo is a miss), and a graph ros_fer did not write is refused
+    without being remembered."""
+    import os
+
+    import onnx
+
+    from ros_fer.backends.onnx import _onnx_meta
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    memo = tmp_path / "cache" / "ros_fer" / "onnx" / "meta.json"
+    path = export_onnx(tiny("zeroshot").eval(), tmp_path / "z.onnx")
+    parsed = {e.key: json.loads(e.value) for e in onnx.load(str(path)).metadata_props}["ros_fer"]
+    assert read_onnx_meta(path) == parsed and parsed["precision"] == "fp32"
+    key = str(path.resolve())
+    known = json.loads(memo.read_text())
+    assert known[key]["meta"] == parsed and known[key]["size"] == path.stat().st_size
+    known[key]["meta"] = {**parsed, "precision": "marker"}  # a later start: the memo, not the graph
+    memo.write_text(json.dumps(known))
+    _onnx_meta.cache_clear()
+    assert read_onnx_meta(path)["precision"] == "marker"
+    stamp = known[key]["mtime_ns"] + 10**9  # the graph written again: parsed again
+    os.utime(path, ns=(stamp, stamp))
+    assert read_onnx_meta(path) == parsed
+    memo.write_text("{broken")
+    _onnx_meta.cache_clear()
+    assert read_onnx_meta(path) == parsed and json.loads(memo.read_text())[key]["meta"] == parsed
+    known = json.loads(memo.read_text())
+    known[key]["meta"] = ["not", "metadata"]  # the right stamp, a foreign entry: parsed again
+    memo.write_text(json.dumps(known))
+    _onnx_meta.cache_clear()
+    assert read_onnx_meta(path) == parsed
+    foreign = tmp_path / "foreign.onnx"
+    graph = onnx.load(str(path))
+    del graph.metadata_props[:]
+    onnx.save(graph, str(foreign))
+    with pytest.raises(FerError, match="was not exported by ros_fer"):
+        read_onnx_meta(foreign)
+    assert str(foreign.resolve()) not in json.loads(memo.read_text())
 
 
 def test_a_cached_graph_of_an_older_form_is_exported_again(tmp_path, monkeypatch):

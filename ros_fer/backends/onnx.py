@@ -15,7 +15,7 @@ import torch
 from ..backbone import quiet_root_warnings
 from ..errors import ConfigError, FerError
 from ..models.base import FerModel
-from ..paths import replace
+from ..paths import cache_dir, remembered, replace
 from .base import check_precision, crops_and_index, empty_outputs
 from .image_side import INDEX, ImageSide, plain_attention
 
@@ -177,14 +177,23 @@ def _set_meta(path: str | os.PathLike[str], model: FerModel, precision: str, ext
 
 
 def read_onnx_meta(path: str | os.PathLike[str]) -> dict:
-    """ros_fer's metadata of an exported graph. Parsing the graph takes ~0.4 s for ViT-B-32, and a start reads
-    the same file more than once: remembered for the process by path, inode, size and modification time."""
+    """ros_fer's metadata of an exported graph. Parsing the graph takes ~0.4 s for ViT-B-32, and every start
+    reads it: remembered for the process by path, inode, size and modification time, and across starts in
+    the cache (`paths.remembered`: `onnx/meta.json`, by path, size and modification time)."""
     stat = os.stat(path)
     return copy.deepcopy(_onnx_meta(str(Path(path).resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=32)
 def _onnx_meta(path: str, inode: int, size: int, mtime_ns: int) -> dict:
+    return remembered(Path(path), cache_dir() / "onnx" / "meta.json", "meta", lambda: _parse_meta(path), _is_meta)
+
+
+def _is_meta(value) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("outputs"), list) and "precision" in value
+
+
+def _parse_meta(path: str) -> dict:
     import onnx
 
     graph = onnx.load(path, load_external_data=False)

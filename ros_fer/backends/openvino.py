@@ -23,7 +23,7 @@ import torch
 from ..backbone import file_sha256
 from ..errors import ConfigError
 from ..machine import native_bf16
-from ..paths import cache_dir
+from ..paths import cache_dir, remembered
 from .base import crops_and_index, empty_outputs
 from .image_side import INDEX
 from .onnx import INPUT, INT8_MIN_COSINE, Int8ParityError, min_cosine, read_onnx_meta
@@ -242,29 +242,10 @@ def quantized_model(onnx: Path, meta: dict, core, config: dict) -> Path:
 
 
 def file_digest(path: Path, memo: Path) -> str:
-    """The first 16 hex digits of a file's SHA-256, remembered in `memo` (JSON) by path, size and modification
-    time, so a later start does not read and hash a graph of hundreds of MB again (~0.5 s for ViT-B-32); a
-    file that changed in any of those is hashed again. An unreadable or foreign memo is only a miss."""
-    stat, key = path.stat(), str(path.resolve())
-    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    known = known if isinstance(known, dict) else {}
-    entry = known.get(key)
-    if isinstance(entry, dict) and {k: entry.get(k) for k in stamp} == stamp and isinstance(entry.get("sha256"), str):
-        return entry["sha256"][:16]
-    sha = file_sha256(path)  # streamed: a graph of hundreds of MB is never held whole
-    known[key] = {**stamp, "sha256": sha}
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        tmp.replace(memo)  # whole or not at all: two starts at once never leave half a file
-    except OSError:
-        pass  # a read-only cache: hashed again next time
-    return sha[:16]
+    """The first 16 hex digits of a file's SHA-256, remembered in `memo` (`paths.remembered`), so a later
+    start does not read and hash a graph of hundreds of MB again (~0.5 s for ViT-B-32)."""
+    # streamed: a graph of hundreds of MB is never held whole
+    return remembered(path, memo, "sha256", lambda: file_sha256(path), lambda v: isinstance(v, str))[:16]
 
 
 def _quantize(nncf, source, calibration):

@@ -330,6 +330,6 @@ def _cached_onnx(model: FerModel, precision: str) -> Path:
     stale = not onnx.is_file() or _stale_graph(read_onnx_meta(onnx), model)
     if precision == "int8":  # an int8 graph of an older export carries no parity reference
         stale = stale or not parity_path(onnx).is_file()
-    if stale:
-        export_onnx(model, onnx, precision)
+    if stale:  # int8 quantises the cached fp32 graph where there is one (export_onnx checks it is this model's)
+        export_onnx(model, onnx, precision, fp32_graph=onnx.with_name(f"{key(model.identity())}.fp32.onnx"))
     return onnx

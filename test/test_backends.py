@@ -251,6 +251,47 @@ def test_onnxruntime_int8_is_close_and_other_backends_refuse_it(tmp_path):
         TorchBackend(model, precision="int8")
 
 
+def test_int8_export_quantises_the_cached_fp32_graph_of_the_same_model(tmp_path, monkeypatch):
+    """A start with the fp32 graph cached quantises that graph instead of exporting the model again (~30 s for
+    ViT-B-32): the int8 graph made from it equals a fresh export's, an edit to its weights shows in the int8
+    features (it is the graph used), and the fp32 graph of another model is not used; the given graph is
+    left as it was."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = tiny("zeroshot").eval()
+    crops, index = (t.numpy() for t in ImageSide(model).example(3, seed=4))
+
+    def features(path):
+        return OnnxRuntimeBackend(path).encode(crops, index)["levels"].numpy()
+
+    fresh = features(export_onnx(model, tmp_path / "fresh.int8.onnx", precision="int8"))
+    fp32 = export_onnx(model, tmp_path / "model.fp32.onnx")
+    before = fp32.read_bytes()
+    cached = features(export_onnx(model, tmp_path / "cached.int8.onnx", precision="int8", fp32_graph=fp32))
+    np.testing.assert_array_equal(cached, fresh)
+    assert fp32.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
+    graph = onnx.load(str(fp32))
+    largest = max(graph.graph.initializer, key=lambda t: np.prod(t.dims))
+    largest.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(largest) * -1.5, largest.name))
+    edited = tmp_path / "edited.fp32.onnx"
+    onnx.save(graph, str(edited))
+    assert read_onnx_meta(edited)["identity"] == model.identity()  # still this model's, by its metadata
+    used = features(export_onnx(model, tmp_path / "edited.int8.onnx", precision="int8", fp32_graph=edited))
+    assert np.abs(used - fresh).max() > 1e-2
+    other = export_onnx(tiny("mpa-fer", top_k=8).eval(), tmp_path / "other.fp32.onnx")
+    ignored = export_onnx(model, tmp_path / "other.int8.onnx", precision="int8", fp32_graph=other)
+    np.testing.assert_array_equal(features(ignored), fresh)
+    assert read_onnx_meta(ignored)["identity"] == model.identity()
+    # the runtime's cache: its int8 graph is made from its fp32 graph (here the edited one, put in its place)
+    from ros_fer.runtime import _cached_onnx
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cached_fp32 = _cached_onnx(model, "fp32")
+    cached_fp32.write_bytes(edited.read_bytes())
+    np.testing.assert_array_equal(features(_cached_onnx(model, "int8")), used)
+
+
 def int8_weights(path) -> list[np.ndarray]:
     import onnx
     from onnx import numpy_helper

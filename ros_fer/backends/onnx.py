@@ -26,13 +26,21 @@ META_KEY = "ros_fer"
 GRAPH_FORM = 2
 
 
-def export_onnx(model: FerModel, path: str | os.PathLike[str], precision: str = "fp32", opset: int = 18) -> Path:
+def export_onnx(
+    model: FerModel,
+    path: str | os.PathLike[str],
+    precision: str = "fp32",
+    opset: int = 18,
+    fp32_graph: str | os.PathLike[str] | None = None,
+) -> Path:
     """Write the image side to ONNX, both input axes dynamic. int8 also writes its parity reference beside
-    the graph and refuses a graph that fails parity here."""
+    the graph and refuses a graph that fails parity here. int8 quantises an fp32 export of the model:
+    `fp32_graph` where it is one this function wrote of this very model in the current form (the runtime's
+    cached graph: a ViT-B-32 export takes ~30 s), else a fresh one."""
 
     check_precision(precision)
     if precision == "int8":
-        return _export_int8(model, Path(path), opset)
+        return _export_int8(model, Path(path), opset, fp32_graph)
     side = ImageSide(copy.deepcopy(model)).eval()  # a copy: halving must not touch the caller's model
     plain_attention(side)  # the same numbers, in the ops OpenVINO and ONNX Runtime fuse
     if precision == "fp16":
@@ -111,17 +119,29 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _export_int8(model: FerModel, path: Path, opset: int) -> Path:
+def _fp32_graph_of(model: FerModel, graph: str | os.PathLike[str] | None) -> bool:
+    """Whether `graph` is an fp32 export of `model` in the current graph form (its metadata says so)."""
+    if graph is None or not Path(graph).is_file():
+        return False
+    try:
+        meta = read_onnx_meta(graph)
+    except FerError:
+        return False
+    return meta["identity"] == model.identity() and meta["precision"] == "fp32" and meta.get("graph_form") == GRAPH_FORM
+
+
+def _export_int8(model: FerModel, path: Path, opset: int, source: str | os.PathLike[str] | None = None) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from safetensors.numpy import save_file
 
     from ..machine import describe_cpu
 
-    fp32 = export_onnx(model, path.with_name(path.name + ".fp32.tmp"), "fp32", opset)
-    tmp = path.with_name(path.name + ".tmp")
+    fp32, tmp = path.with_name(path.name + ".fp32.tmp"), path.with_name(path.name + ".tmp")
+    if not _fp32_graph_of(model, source):
+        source = export_onnx(model, fp32, "fp32", opset)
     try:
-        graph = onnx.load(str(fp32))
+        graph = onnx.load(str(source))
         del graph.graph.value_info[:]  # the exporter's intermediate shapes confuse the quantiser's inference
         onnx.save(graph, str(fp32))
         with quiet_root_warnings():  # it suggests a pre-processing step on the root logger

@@ -80,10 +80,15 @@ def image_to_bgr(msg, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return decode_image(msg, *check_image(msg, max_pixels))
 
 
+def _pixels(msg, w: int, h: int, channels: int) -> np.ndarray:
+    """An Image's pixels [H, W, channels], a view of its buffer: rows padded beyond the width skipped."""
+    return _buffer(msg.data).reshape(h, int(msg.step))[:, : w * channels].reshape(h, w, channels)
+
+
 def decode_image(msg, w: int, h: int) -> np.ndarray:
     """The pixels of an Image that `check_image` passed as w x h (the node checks on arrival, decodes later)."""
     channels, code = ENCODINGS[str(msg.encoding).lower()]
-    pixels = _buffer(msg.data).reshape(h, int(msg.step))[:, : w * channels].reshape(h, w, channels)
+    pixels = _pixels(msg, w, h, channels)
     if code is None:
         return np.ascontiguousarray(pixels)
     return cv2.cvtColor(pixels if channels > 1 else pixels[:, :, 0], code)
@@ -96,11 +101,10 @@ def image_pixels(msg, w: int, h: int) -> tuple[np.ndarray, str]:
     reads these: an rgb8 camera's frame is not turned into BGR here only to be turned back into RGB by the
     pipeline (on the GPU path the frame crosses as it came and is made RGB there)."""
     encoding = str(msg.encoding).lower()
-    channels, code = ENCODINGS[encoding]
     if encoding not in ("bgr8", "rgb8", "mono8"):
         return decode_image(msg, w, h), "bgr"
-    pixels = _buffer(msg.data).reshape(h, int(msg.step))[:, : w * channels].reshape(h, w, channels)
-    return (pixels[:, :, 0] if channels == 1 else pixels), ("rgb" if encoding == "rgb8" else "bgr")
+    pixels = _pixels(msg, w, h, ENCODINGS[encoding][0])
+    return (pixels[:, :, 0] if encoding == "mono8" else pixels), ("rgb" if encoding == "rgb8" else "bgr")
 
 
 def as_bgr(frame, color: str) -> np.ndarray:

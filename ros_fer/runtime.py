@@ -13,13 +13,13 @@ import torch
 
 from .backbone import register_local_backbones
 from .backends import (
-    GRAPH_FORM,
     INT8_MIN_COSINE,
     Int8ParityError,
     OnnxRuntimeBackend,
     OpenVinoBackend,
     TensorRTBackend,
     TorchBackend,
+    current_graph,
     export_onnx,
     parity_path,
     read_onnx_meta,
@@ -319,15 +319,10 @@ def build_runtime(params: dict) -> Runtime:
     return Runtime(backend, head, text, labels, levels, size, desc, warnings, choice)
 
 
-def _stale_graph(meta: dict, model: FerModel) -> bool:
-    """A cached graph of another model, or written in an older form (a faster one exists: `GRAPH_FORM`)."""
-    return meta["identity"] != model.identity() or meta.get("graph_form") != GRAPH_FORM
-
-
 def _cached_onnx(model: FerModel, precision: str) -> Path:
     """The image side exported once per model identity and precision, then reused."""
     onnx = cache_dir() / "onnx" / f"{key(model.identity())}.{precision}.onnx"
-    stale = not onnx.is_file() or _stale_graph(read_onnx_meta(onnx), model)
+    stale = not onnx.is_file() or not current_graph(read_onnx_meta(onnx), model)
     if precision == "int8":  # an int8 graph of an older export carries no parity reference
         stale = stale or not parity_path(onnx).is_file()
     if stale:  # int8 quantises the cached fp32 graph where there is one (export_onnx checks it is this model's)

@@ -119,15 +119,21 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def current_graph(meta: dict, model: FerModel) -> bool:
+    """Whether a graph's metadata (`read_onnx_meta`) says it is an export of `model` in the current form:
+    not another model's, nor written in an older form (a faster one exists: `GRAPH_FORM`)."""
+    return meta["identity"] == model.identity() and meta.get("graph_form") == GRAPH_FORM
+
+
 def _fp32_graph_of(model: FerModel, graph: str | os.PathLike[str] | None) -> bool:
-    """Whether `graph` is an fp32 export of `model` in the current graph form (its metadata says so)."""
+    """Whether `graph` is a current (`current_graph`) fp32 export of `model`."""
     if graph is None or not Path(graph).is_file():
         return False
     try:
         meta = read_onnx_meta(graph)
     except FerError:
         return False
-    return meta["identity"] == model.identity() and meta["precision"] == "fp32" and meta.get("graph_form") == GRAPH_FORM
+    return meta["precision"] == "fp32" and current_graph(meta, model)
 
 
 def _export_int8(model: FerModel, path: Path, opset: int, source: str | os.PathLike[str] | None = None) -> Path:

@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from .backends.image_side import dense_index
-from .crops import associate, crop_batch, sample_crops
+from .crops import associate, crop_batch, crop_workers, sample_crops
 from .crops import sample_frame as bench_frame
 from .detection import Detections
 from .errors import ConfigError
@@ -79,6 +79,8 @@ def run_bench(
       `frame`: the whole frame as `Pipeline.process` runs it from JPEG bytes, nothing synchronised in between;
     - raw_frame_ms: the same frame as a camera's raw bgr8 image (what the node gets from an Image topic: no
       decode), timed in turn with the JPEG frame, and its ratio to the floor;
+    - host_crops_one_thread_ms: host crops only: the crops stage again on one thread (the stage's own
+      `threads.host_crops` share them), timed in turn with it, so a machine shows what the threads gain;
     - streamed_ms: frames back to back (`Pipeline.stream`: each decode and upload overlaps the previous frame);
     - model_only_ms: detector and scorer back to back on the same inputs (the floor), and frame / floor;
     - start_s: building the pipeline (`Pipeline.from_params`, the node's configure before its warm-up): the
@@ -104,6 +106,7 @@ def run_bench(
     whole: list[float] = []
     raw: list[float] = []
     floor: list[float] = []
+    one_thread: list[float] = []
     tracker = Tracker(rt.labels.classes)
     batch = loaded = people = None
     for i in range(warmup + frames):
@@ -118,6 +121,10 @@ def run_bench(
         batch = pipeline.crop(loaded.rgb, people, loaded.tensor)
         _sync(device)
         t_crop = (time.perf_counter() - t) * 1e3
+        if not pipeline.device_crops:
+            t = time.perf_counter()
+            crop_batch(loaded.rgb, people, rt.levels, rt.image_size, workers=1)
+            t_one = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
         feats = rt.backend.encode(batch.images, batch.index)
         _sync(device)
@@ -143,6 +150,8 @@ def run_bench(
             whole.append(t_frame)
             raw.append(t_raw)
             floor.append(t_floor)
+            if not pipeline.device_crops:
+                one_thread.append(t_one)
     t = time.perf_counter()
     for _ in pipeline.stream(jpeg for _ in range(frames)):
         pass
@@ -175,6 +184,7 @@ def run_bench(
         "detected_on": pipeline.detected_on,
         "frames": frames,
         "stages_ms": {**{k: stats(v) for k, v in stages.items()}, "frame": frame_stats},
+        "host_crops_one_thread_ms": stats(one_thread) if one_thread else None,
         "start_s": round(start_s, 3),
         "warm_up": warmed,
         "first_frame_ms": round(first_frame, 3),
@@ -283,8 +293,8 @@ def _sharing(rt, rgb: np.ndarray, people) -> dict:
 
 
 def _threads(backend) -> dict:
-    """The thread settings the encoder ran with (onnxruntime: 0 = one per core)."""
-    out = {"torch_intra_op": torch.get_num_threads()}
+    """The thread settings the encoder ran with (onnxruntime: 0 = one per core), and the host crops'."""
+    out = {"torch_intra_op": torch.get_num_threads(), "host_crops": crop_workers()}
     session = getattr(backend, "session", None)
     if session is not None:
         out["onnxruntime_intra_op"] = session.get_session_options().intra_op_num_threads

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,15 +129,19 @@ class Pyramid:
 
     def __init__(self, rgb: np.ndarray):
         self.levels = [np.ascontiguousarray(rgb)]  # a view (reversed channels) would be copied per crop
+        self.lock = threading.Lock()  # crops cut by several threads: each level made once
 
     def __getitem__(self, level: int) -> np.ndarray:
-        while len(self.levels) <= level:
-            top = self.levels[-1]
-            h, w = top.shape[0] // 2, top.shape[1] // 2
-            if h == 0 or w == 0:
-                return top
-            self.levels.append(cv2.resize(top[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA))
-        return self.levels[level]
+        if level < len(self.levels):
+            return self.levels[level]
+        with self.lock:
+            while len(self.levels) <= level:
+                top = self.levels[-1]
+                h, w = top.shape[0] // 2, top.shape[1] // 2
+                if h == 0 or w == 0:
+                    return top
+                self.levels.append(cv2.resize(top[: 2 * h, : 2 * w], (w, h), interpolation=cv2.INTER_AREA))
+            return self.levels[level]
 
 
 def crop_square(rgb: np.ndarray | Pyramid, box: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -207,13 +214,61 @@ class CropBatch:
         return self.images[self.index]
 
 
-def crop_batch(rgb: np.ndarray, persons: list[Person], levels: tuple[str, ...], size: int) -> CropBatch:
-    """Per person the crops of the requested levels, in level order, cut on the host (OpenCV)."""
+class _CropWorkers:
+    """The threads that share a frame's host crops. OpenCV's own threading is off once ultralytics is
+    imported (`cv2.setNumThreads(0)`), so 17 warps of 8 persons ran one after another on one core; they
+    release the GIL, so plain threads share them out. One pool per process: a DataLoader worker forked
+    from a process that had one gets its own (a forked pool has no threads and would wait for ever)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pool: ThreadPoolExecutor | None = None
+        self.size = 0
+        self.pid = 0
+
+    def get(self, workers: int) -> ThreadPoolExecutor:
+        with self.lock:
+            if self.pool is None or self.size != workers or self.pid != os.getpid():
+                if self.pool is not None and self.pid == os.getpid():
+                    self.pool.shutdown(wait=False)
+                self.pool = ThreadPoolExecutor(workers, thread_name_prefix="ros_fer-crops")
+                self.size, self.pid = workers, os.getpid()
+            return self.pool
+
+
+_WORKERS = _CropWorkers()
+
+
+def crop_workers() -> int:
+    """How many threads cut a frame's host crops: torch's intra-op threads, the CPU budget the encoder
+    uses too (`OMP_NUM_THREADS`; 1 in a DataLoader worker), which waits for the crops meanwhile."""
+    return max(1, torch.get_num_threads())
+
+
+def crop_batch(
+    rgb: np.ndarray, persons: list[Person], levels: tuple[str, ...], size: int, workers: int | None = None
+) -> CropBatch:
+    """Per person the crops of the requested levels, in level order, cut on the host (OpenCV), shared out
+    over `workers` threads (default `crop_workers()`)."""
     boxes, index = crop_boxes(persons, levels, *rgb.shape[:2])
     pyramid = Pyramid(rgb)  # shared: the context and large body crops come from its first levels
+    if len(boxes):  # the levels made before the threads read them (they would wait for the lock)
+        pyramid[max(pyramid_level(float(b[2]) - float(b[0]), size) for b in boxes)]
     images = np.empty((len(boxes), size, size, 3), np.uint8)
-    for box, out in zip(boxes, images, strict=True):
-        crop_square(pyramid, box, size, out)  # each warp writes its row: no stacking copy
+
+    def cut(rows: range) -> None:
+        for i in rows:
+            crop_square(pyramid, boxes[i], size, images[i])  # each warp writes its row: no stacking copy
+
+    workers = min(crop_workers() if workers is None else max(1, workers), len(boxes))
+    if workers <= 1:
+        cut(range(len(boxes)))
+        return CropBatch(images, index)
+    parts = [range(k, len(boxes), workers) for k in range(workers)]  # interleaved: faces and bodies mixed
+    futures = [_WORKERS.get(workers - 1).submit(cut, rows) for rows in parts[1:]]
+    cut(parts[0])  # this thread takes a share too
+    for future in futures:
+        future.result()
     return CropBatch(images, index)
 
 

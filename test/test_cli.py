@@ -147,6 +147,9 @@ def test_bench_writes_its_report(tmp_path):
     assert r["persons_found"] == 1 and r["frame_over_model_only"] > 0
     # the frame as a raw bgr8 image too (the node's Image topic: no JPEG decode), timed in the same frames
     assert r["raw_frame_ms"]["n"] == 3 and r["raw_frame_ms"]["median"] > 0 and r["raw_frame_over_model_only"] > 0
+    # host crops: the crops stage on one thread too, in the same frames, beside the stage's thread count
+    assert r["host_crops_one_thread_ms"]["n"] == 3 and r["host_crops_one_thread_ms"]["median"] > 0
+    assert r["threads"]["host_crops"] == r["threads"]["torch_intra_op"] >= 1
     # the first frame after the start's warm-up (on the CPU nothing to warm), timed apart from the rest
     assert r["warm_up"] == {} and r["first_frame_ms"] > 0 and r["first_frame_over_median"] > 0
     assert 0 < r["start_s"] < 600  # the pipeline's build, as the node's configure runs it

@@ -179,6 +179,77 @@ def test_device_crop_batch_follows_the_host_batch():
     assert tuple(empty.images.shape) == (0, 64, 64, 3) and empty.index.shape == (0, 3)
 
 
+def eight_people() -> list[Person]:
+    """Eight people of a 1280x720 photograph: small faces (level 0), large bodies (levels 1-2), boxes with
+    fractional corners and boxes reaching out of the frame."""
+    people = []
+    for k in range(8):
+        x, side = 40.0 + 150.3 * k, 30.0 + 17.7 * k
+        face = np.array([x, 60.5 + 9 * k, x + side, 60.5 + 9 * k + side, 0.9], np.float32)
+        body = np.array([x - 80, 20.25, x + 60 + 70 * k, 740.0, 0.8], np.float32)
+        people.append(Person(face=face if k % 3 else None, body=body, face_detected=bool(k % 3)))
+    return people
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5, 40])
+def test_host_crops_shared_over_threads_are_the_crops_cut_one_by_one(workers):
+    rgb = photo("zidane.jpg")
+    people, levels = eight_people(), ("face", "body", "context")
+    batch = crop_batch(rgb, people, levels, 48, workers=workers)
+    boxes, index = crop_boxes(people, levels, *rgb.shape[:2])
+    assert len(boxes) == 17 and len({pyramid_level(b[2] - b[0], 48) for b in boxes}) >= 3
+    one_by_one = np.stack([crop_square(rgb, box, 48) for box in boxes])  # each from its own pyramid, in order
+    assert np.array_equal(batch.index, index) and np.array_equal(batch.images, one_by_one)
+    assert np.array_equal(crop_batch(rgb, people, levels, 48, workers=1).images, one_by_one)
+
+
+def test_host_crops_are_returned_once_every_thread_has_written_its_share(monkeypatch):
+    import threading
+    import time
+
+    import ros_fer.crops as crops_module
+
+    real = crops_module.crop_square
+
+    def slow_in_pool(*args, **kwargs):
+        if threading.current_thread().name.startswith("ros_fer-crops"):
+            time.sleep(0.02)  # the pool's threads finish well after the caller's own share
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(crops_module, "crop_square", slow_in_pool)
+    rgb, people = photo("zidane.jpg"), eight_people()
+    boxes, _ = crop_boxes(people, ("face", "body", "context"), *rgb.shape[:2])
+    batch = crop_batch(rgb, people, ("face", "body", "context"), 32, workers=3)
+    assert np.array_equal(batch.images, np.stack([real(rgb, box, 32) for box in boxes]))
+
+
+def _crops_in_forked_child(rgb, people, expected) -> None:
+    import os
+
+    batch = crop_batch(rgb, people, ("face", "body", "context"), 32, workers=2)
+    os._exit(0 if np.array_equal(batch.images, expected) else 3)
+
+
+def test_host_crops_in_a_forked_worker_get_threads_of_their_own():
+    """A DataLoader worker is a fork of a process whose crop threads did not come with it: its crops must
+    not wait for them (bounded: the child is killed after 60 s)."""
+    import multiprocessing
+    import warnings
+
+    rgb, people = photo("zidane.jpg"), eight_people()
+    expected = crop_batch(rgb, people, ("face", "body", "context"), 32, workers=2).images  # the parent's pool
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12: fork of a threaded process
+        child = multiprocessing.get_context("fork").Process(target=_crops_in_forked_child, args=(rgb, people, expected))
+        child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        child.join(timeout=10)
+        pytest.fail("the forked child's crops waited for the parent's threads")
+    assert child.exitcode == 0
+
+
 def test_pipeline_with_device_crops_scores_like_host_crops(tmp_path, monkeypatch):
     from ros_fer.crops import associate
     from ros_fer.params import load_params

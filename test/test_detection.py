@@ -164,6 +164,34 @@ def test_yolo_onnx_runtime_matches_torch(tmp_path):
     np.testing.assert_allclose(got.keypoints, by_torch.keypoints, atol=0.5)
 
 
+def test_an_exported_yolo_leaves_torch_one_thread_and_the_process_its_own(tmp_path):
+    """onnxruntime runs the network; torch's letterbox and NMS run on one thread (no OpenMP workers left
+    spinning after them), seen from inside ultralytics' predict (its postprocess callback); torch's own
+    network runs on the process's threads, and the process keeps its count either way, an export on an
+    empty cache included."""
+    import torch
+    from ultralytics import YOLO
+
+    weights = tmp_path / "pose.pt"
+    YOLO(random_pose()).save(str(weights))
+    frame = np.random.default_rng(2).integers(0, 256, (480, 640, 3), np.uint8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        for runtime, expected in (("onnx", 1), ("torch", 3)):
+            detector = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime=runtime)
+            assert torch.get_num_threads() == 3  # ultralytics' export (an empty cache) set it to cores - 1
+            seen: list[int] = []
+            callback = lambda _, into=seen: into.append(torch.get_num_threads())  # noqa: E731
+            detector.person.add_callback("on_predict_postprocess_end", callback)
+            for _ in range(2):  # the first predict sets ultralytics' device up (and torch's threads with it)
+                detector.detect(frame)
+                assert torch.get_num_threads() == 3
+            assert seen == [expected, expected], runtime
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_yolo_openvino_runtime_matches_torch(tmp_path):
     """ultralytics' own OpenVINO export (fp32 IR, dynamic input), cached once per weights and size, finds what
     torch finds on a 640x480 frame: both letterbox it to 640x480, not to a 640x640 square (random weights

@@ -117,8 +117,14 @@ def cached_export(model, weights: str, imgsz: int, fmt: str) -> str:
     ending, options = EXPORTS[fmt]
     target = yolo_cache() / f"{Path(weights).stem}.{weights_digest(weights)}.{imgsz}{ending}"
     if not (target.is_file() or (target / "metadata.yaml").is_file()):
+        import torch
+
         target.parent.mkdir(parents=True, exist_ok=True)
-        made = Path(model.export(format=fmt, imgsz=imgsz, verbose=False, **{"dynamic": False, **options}))
+        threads = torch.get_num_threads()
+        try:
+            made = Path(model.export(format=fmt, imgsz=imgsz, verbose=False, **{"dynamic": False, **options}))
+        finally:  # its device set-up leaves torch on cores - 1 threads (1 of 2) for the rest of the process
+            torch.set_num_threads(threads)
         shutil.rmtree(target, ignore_errors=True)  # a folder an interrupted export left
         shutil.move(str(made), target)
     return str(target)
@@ -240,9 +246,17 @@ class YoloDetector:
         import ultralytics.utils.torch_utils as torch_utils
 
         threads = torch.get_num_threads()
-        # ultralytics' device set-up puts torch on cores - 1 threads (1 of 2): let it set the process's own count,
-        # so YOLO, the encoder and the device path all run as many threads as the process was given.
-        torch_utils.NUM_THREADS = threads
+        # An export (ultralytics holds its path, not a module) runs its network in onnxruntime or OpenVINO; torch
+        # only letterboxes and NMSes a few small tensors, on one thread: with 2+, its OpenMP workers spin on
+        # after their last op (libgomp's GOMP_SPINCOUNT; ~7 ms of a core after every detection on machine B),
+        # taking a core from the crop threads and the encoder that follow. On one thread the detection took
+        # no longer. A torch network runs on the process's threads.
+        exported = not isinstance(model.model, torch.nn.Module) and str(self.device).startswith("cpu")
+        inside = 1 if exported else threads
+        # ultralytics' device set-up (its first predict) sets torch to cores - 1 threads (1 of 2): let it set ours
+        torch_utils.NUM_THREADS = inside
+        if inside != threads:
+            torch.set_num_threads(inside)
         try:
             return model.predict(
                 bgr,
@@ -253,7 +267,7 @@ class YoloDetector:
                 max_det=self.max_det,
                 verbose=False,
             )[0]
-        finally:  # ultralytics sets torch to cores - 1 threads on the CPU (1 of 2): the encoder keeps its own
+        finally:  # the process keeps its own count (ultralytics set cores - 1, or the export ran on one)
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
 

@@ -213,6 +213,72 @@ def test_yolo_openvino_runtime_matches_torch(tmp_path):
     assert list((tmp_path / "cache" / "ros_fer" / "yolo").glob("*_openvino_model")) == exported
 
 
+def test_the_openvino_pose_runner_finds_what_ultralytics_finds_on_the_same_export(tmp_path):
+    """The default CPU detector's own OpenVINO runner (a static model per frame size taking uint8 RGB, its own
+    decoding) against ultralytics' predict over the same export: the same boxes and keypoints at sizes that
+    need no letterbox, a resize, padding, or both, with every anchor a candidate (random weights score about
+    alike: NMS must break ties as ultralytics does). Sizes beyond MAX_SHAPES drop the oldest compiled one."""
+    from ultralytics import YOLO
+    from ultralytics.data.augment import LetterBox
+
+    from ros_fer.detection.openvino_pose import MAX_SHAPES, OpenVinoPose
+
+    weights = tmp_path / "pose.pt"
+    model = YOLO(random_pose())
+    for module in model.model.modules():  # at random init the output hardly depends on the input (x 255
+        if isinstance(module, torch.nn.BatchNorm2d):  # moves a keypoint 0.015 px); scaled up, 14 px
+            module.weight.data.fill_(1.5)
+    model.save(str(weights))
+    detector = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="openvino")
+    assert isinstance(detector.runner, OpenVinoPose)
+    by_ultralytics = YOLO(str(next((tmp_path / "cache" / "ros_fer" / "yolo").glob("*_openvino_model"))), task="pose")
+    shapes = [(480, 640), (720, 1280), (37, 1001), (500, 333), (1, 1)]
+    for h, w in shapes:
+        rgb = np.ascontiguousarray(cv2.resize(photo("zidane.jpg"), (w, h))[:, :, ::-1])
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        result = detector._predict(by_ultralytics, bgr, None)
+        # the network's input as ultralytics makes it (letterbox, RGB, / 255, planar): the same raw output
+        predictor = by_ultralytics.predictor
+        theirs = predictor.model(predictor.preprocess([bgr]))
+        theirs = np.asarray(theirs[0] if isinstance(theirs, (list, tuple)) else theirs)
+        np.testing.assert_allclose(detector.runner.forward(rgb)[0], theirs, rtol=1e-3, atol=1e-3)
+        # the letterboxed pixels themselves, against ultralytics' LetterBox of the BGR frame
+        boxed = LetterBox((640, 640), auto=True, stride=32)(image=bgr)
+        assert np.array_equal(detector.runner.letterbox(rgb)[0][0], boxed[:, :, ::-1])
+        got = detector.detect(rgb)
+        assert len(got.bodies) == 5 and got.keypoints.shape == (5, 17, 3)
+        np.testing.assert_allclose(got.bodies, detector._boxes(result), atol=0.5)
+        np.testing.assert_allclose(got.keypoints, result.keypoints.data.numpy(), atol=0.5)
+        assert got.faces.shape == (0, 5) and got.bodies_detected
+    assert len(detector.runner.requests) == MAX_SHAPES and (480, 640) not in detector.runner.requests
+
+
+def test_a_face_model_or_a_non_pose_export_keeps_ultralytics_predict(tmp_path):
+    from ultralytics import YOLO
+
+    from ros_fer.detection.openvino_pose import pose_layout
+
+    weights = tmp_path / "pose.pt"
+    YOLO(random_pose()).save(str(weights))
+    with_faces = YoloDetector(str(weights), face_weights=str(weights), runtime="openvino")
+    assert with_faces.runner is None and with_faces.face is not None
+    assert with_faces.detect(np.zeros((64, 96, 3), np.uint8)).faces.shape[1] == 5
+    folder = tmp_path / "export"
+    folder.mkdir()
+    meta = folder / "metadata.yaml"
+    for text, expected in (
+        ("task: pose\nstride: 32\nnames: {0: person}\nkpt_shape: [17, 3]\n", (32, 1)),
+        ("task: pose\nend2end: true\nkpt_shape: [17, 3]\n", None),  # YOLO26's NMS-free head
+        ("task: pose\nkpt_shape: [5, 3]\n", None),
+        ("task: detect\nnames: {0: person}\n", None),
+    ):
+        meta.write_text(text)
+        assert pose_layout(folder) == expected, text
+    meta.write_text("task: [pose\n")
+    with pytest.raises(ConfigError, match="metadata.yaml"):
+        pose_layout(folder)
+
+
 def test_auto_falls_back_to_haar_offline_with_one_line(tmp_path):
     detector = create_detector("auto", person_weights="yolo11n-pose.pt")  # not cached; YOLO_OFFLINE=1 here
     assert isinstance(detector, OpenCVDetector)

@@ -365,14 +365,20 @@ def test_detector_runtime_auto_measures_once_and_caches(tmp_path, monkeypatch):
     OpenVINO on the sample frame, takes the fastest, and the next start reads the choice."""
     from ultralytics import YOLO
 
+    from ros_fer.detection.openvino_pose import OpenVinoPose
     from ros_fer.detection.yolo import YoloDetector
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     weights = tmp_path / "pose.pt"
     YOLO("yolo11n-pose.yaml").save(str(weights))
+    runs = []  # OpenVINO is timed as the detector would run it: through this package's runner
+    real_call = OpenVinoPose.__call__
+    monkeypatch.setattr(OpenVinoPose, "__call__", lambda self, rgb: runs.append(self) or real_call(self, rgb))
     first = YoloDetector(str(weights), runtime="auto", imgsz=320)
     assert set(first.choice["ms"]) == {"torch", "onnx", "openvino"} and "cached" not in first.choice
     assert first.runtime == min(first.choice["ms"], key=first.choice["ms"].get)
+    assert len(runs) >= 2 and len(set(map(id, runs))) == 1  # its first run, then timed
+    assert (first.runner is runs[0]) == (first.runtime == "openvino")  # the probe's runner kept when chosen
     assert "detector_runtime auto:" in first.notes[0] and "measured now" in first.notes[0]
     again = YoloDetector(str(weights), runtime="auto", imgsz=320)
     assert again.choice["cached"] and again.runtime == first.runtime and again.choice["ms"] == first.choice["ms"]

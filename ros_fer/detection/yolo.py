@@ -8,6 +8,7 @@ ros_fer's cache on a connected machine. On the CPU the model runs through torch,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
@@ -111,6 +112,10 @@ EXPORTS = {
 }
 
 
+MAX_WH = 7680  # ultralytics' class offset for per-class NMS
+OWN_RUNNERS = {"openvino": "static per frame size, uint8 in (OpenVinoPose)"}  # a pose model without faces
+
+
 def cached_export(model, weights: str, imgsz: int, fmt: str) -> str:
     """ultralytics' `fmt` export (EXPORTS) of `model`, made once per weights file and input size, cached in
     yolo_cache()."""
@@ -138,28 +143,51 @@ def runtime_candidates() -> list[str]:
     return ["torch", "onnx"] + (["openvino"] if openvino_version() else [])
 
 
-def runtime_choice(yolo, model, weights: str, imgsz: int, predict) -> dict:
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch on one thread inside (a few small tensors: with 2+ threads its OpenMP workers spin on after the
+    last op, libgomp's GOMP_SPINCOUNT, ~7 ms of a core on machine B), the process's count again after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def runtime_choice(yolo, model, weights: str, imgsz: int, predict, own=None) -> dict:
     """`detector_runtime: auto` on the CPU: torch, onnxruntime and OpenVINO (ultralytics' ONNX and OpenVINO
     exports) each timed on the sample frame (people from a real photograph), the fastest taken; measured once
     per machine, weights and input size, then cached (`measured.cached_choice`, the rule the encoder's
     runtime follows). A candidate whose export or first run fails (a broken install, an unwritable cache) is
-    left out with the reason (`rejected`), and the start goes on with the others; torch is always there."""
+    left out with the reason (`rejected`), and the start goes on with the others; torch is always there.
+    `own(runtime, export)`: the detector's own runner of an export (`OpenVinoPose`), timed instead of
+    ultralytics' predict over it, or None where it has none."""
     from ..crops import sample_frame
     from ..machine import describe_cpu
     from ..measured import cached_choice, time_interleaved
 
     frame = sample_frame(2)[0]
+    rgb = np.ascontiguousarray(frame[:, :, ::-1])
     names = runtime_candidates()
 
     def measure() -> dict:
         calls, rejected = {}, {}
         for name in names:
             try:
-                candidate = (
-                    model if name == "torch" else yolo(cached_export(model, weights, imgsz, name), task=model.task)
-                )
-                predict(candidate, frame, None)  # its first run: a runtime that cannot run is left out here
-                calls[name] = [lambda m=candidate: predict(m, frame, None)]
+                export = None if name == "torch" else cached_export(model, weights, imgsz, name)
+                runner = own(name, export) if own is not None and export is not None else None
+                if runner is not None:
+                    call = lambda runner=runner: runner(rgb)  # noqa: E731
+                else:
+                    candidate = model if export is None else yolo(export, task=model.task)
+                    call = lambda m=candidate: predict(m, frame, None)  # noqa: E731
+                call()  # its first run: a runtime that cannot run is left out here
+                calls[name] = [call]
             except Exception as exc:  # noqa: BLE001 - any failure of an optional runtime leaves it out
                 if name == "torch":
                     raise
@@ -168,7 +196,10 @@ def runtime_choice(yolo, model, weights: str, imgsz: int, predict) -> dict:
         choice = {"runtime": min(ms, key=ms.get), "ms": ms, "imgsz": imgsz, "machine": describe_cpu()}
         return {**choice, "rejected": rejected} if rejected else choice
 
-    return cached_choice("detector", {"weights": weights_digest(weights), "imgsz": imgsz, "runtimes": names}, measure)
+    key = {"weights": weights_digest(weights), "imgsz": imgsz, "runtimes": names}
+    if own is not None:
+        key["own_runners"] = OWN_RUNNERS  # timed through this package's runner, not ultralytics' predict
+    return cached_choice("detector", key, measure)
 
 
 def describe_detector_choice(choice: dict) -> str:
@@ -209,8 +240,13 @@ class YoloDetector:
         self.cuda_graphs = cuda_graphs and str(device).startswith("cuda")
         self._device_model = None  # the pose module on the frame's device, made at the first detect_tensor
         self._graphs: dict[tuple, object] = {}  # per frame size: letterbox and forward, one CUDA graph
+        # A pose model without a face model on OpenVINO: this package's runner (`OpenVinoPose`), else
+        # ultralytics' predict
+        self.runner = None
+        self._runners: dict[str, object] = {}  # made by the probe, kept for the one it chooses
+        self._faces_asked = bool(face_weights)
         if person_weights:
-            self.person, self.person_path = self._load(YOLO, person_weights)
+            self.person, self.person_path = self._load(YOLO, person_weights, own=True)
         if face_weights:
             self.face, _ = self._load(YOLO, face_weights)
         self.pose = self.person is not None and self.person.task == "pose"
@@ -224,8 +260,9 @@ class YoloDetector:
         only when asked, never at start-up."""
         return f"{Path(self.person_path).name}@{weights_digest(self.person_path)}" if self.person_path else ""
 
-    def _load(self, yolo, weights: str):
-        """(the model, the weights it was loaded from)."""
+    def _load(self, yolo, weights: str, own: bool = False):
+        """(the model, the weights it was loaded from). `own`: the person model, which may run on this
+        package's runner of its export (`self.runner`)."""
         try:
             path = resolve_weights(weights)
         except WeightsUnavailableError as exc:
@@ -235,11 +272,24 @@ class YoloDetector:
             self.runtime = "torch" if self.runtime == "auto" else self.runtime
             return model, path
         if self.runtime == "auto":
-            self.choice = runtime_choice(yolo, model, path, self.imgsz, self._predict)
+            self.choice = runtime_choice(yolo, model, path, self.imgsz, self._predict, self._own if own else None)
             self.runtime = self.choice["runtime"]
         if self.runtime in EXPORTS:
-            model = yolo(cached_export(model, path, self.imgsz, self.runtime), task=model.task)
+            export = cached_export(model, path, self.imgsz, self.runtime)
+            model = yolo(export, task=model.task)
+            if own:
+                self.runner = self._runners.get(self.runtime) or self._own(self.runtime, export)
+        self._runners.clear()
         return model, path
+
+    def _own(self, runtime: str, export: str):
+        """This package's runner of an export, where it has one: OpenVINO, a pose model, no face model."""
+        from .openvino_pose import OpenVinoPose, pose_layout
+
+        if runtime != "openvino" or self._faces_asked or pose_layout(export) is None:
+            return None
+        runner = self._runners[runtime] = OpenVinoPose(export, self.imgsz, self.confidence, self.max_det)
+        return runner
 
     def _predict(self, model, bgr: np.ndarray, classes: list[int] | None):
         import torch
@@ -318,6 +368,9 @@ class YoloDetector:
         )
 
     def detect(self, rgb: np.ndarray) -> Detections:
+        if self.runner is not None:  # the RGB frame as it is, no BGR copy
+            bodies, keypoints = self.runner(rgb)
+            return Detections(faces=empty_boxes(), bodies=bodies, bodies_detected=True, keypoints=keypoints)
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # ultralytics takes numpy frames as BGR
         bodies, keypoints = empty_boxes(), None
         if self.person is not None:
@@ -405,7 +458,7 @@ def decode_candidates(
     undone. `complete`: the rows are every anchor of the output. Otherwise None when the rows may not hold
     every anchor above the threshold (all of them are above it)."""
     import torch
-    from torchvision.ops import batched_nms
+    from torchvision.ops import nms
 
     if not complete and len(rows) and rows[:, 4].min() > conf:  # every candidate above it: some may be missing
         return None
@@ -414,7 +467,11 @@ def decode_candidates(
     # equal scores (random weights have many) are then kept or dropped alike
     cxcy, wh = rows[:, :2], rows[:, 2:4]
     boxes = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1)
-    keep = batched_nms(torch.from_numpy(boxes), torch.from_numpy(rows[:, 4]), torch.from_numpy(rows[:, 5]), iou)
+    # ultralytics' per-class NMS: the boxes of each class moved apart by 7680 px (its max_wh), one NMS over all.
+    # (torchvision's batched_nms, over 1,000 boxes, runs one NMS per class and sorts their survivors again,
+    # unstably: among equal scores another `max_det` than ultralytics' then come first.)
+    moved = torch.from_numpy(boxes + rows[:, 5:6] * MAX_WH)
+    keep = nms(moved, torch.from_numpy(rows[:, 4]), iou)
     keep = keep[:max_det].numpy()
     boxes, kps = boxes[keep], rows[keep, 7:].reshape(-1, 17, 3).copy()
     for points in (boxes.reshape(-1, 2, 2), kps):  # back to frame pixels, inside the frame

@@ -1,0 +1,120 @@
+"""YOLO pose on OpenVINO without ultralytics' predictor: the same export (ultralytics' own `format="openvino"`
+IR, cached by `yolo.cached_export`), compiled once per letterboxed frame size as a static model that takes
+the frame's uint8 RGB pixels itself (OpenVINO's pre-processing: to float, / 255, to planar, inside the graph),
+and decoded by the same rule as the device path (`yolo.decode_candidates`: ultralytics' score threshold,
+per-class NMS and letterbox undone).
+
+Measured on machine B (Intel Xeon, AMX, 2 cores), YOLO11n-pose at 640x480: ultralytics' predict over its
+dynamic-shape model 29-30 ms, of which the network ran 25 ms (27.2 ms dynamic against 24.0 static, interleaved)
+and its host letterbox, float conversion and post-processing ~4 ms."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from ..errors import ConfigError
+
+MAX_SHAPES = 4  # compiled frame sizes kept (a camera has one; a batch of files of many sizes recompiles)
+
+
+def pose_layout(folder: str | Path) -> tuple[int, int] | None:
+    """(stride, classes) of an ultralytics OpenVINO pose export, from its metadata.yaml; None for what this
+    runner does not decode (another task, an end-to-end head, keypoints other than COCO's 17 x (x, y, v))."""
+    meta_path = Path(folder) / "metadata.yaml"
+    try:
+        meta = yaml.safe_load(meta_path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{meta_path}: cannot read the export's metadata ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("task") != "pose" or meta.get("end2end"):
+        return None
+    if list(meta.get("kpt_shape") or [17, 3]) != [17, 3]:
+        return None
+    return int(meta.get("stride", 32)), len(meta.get("names") or {0: "person"})
+
+
+def anchor_rows(raw: np.ndarray, conf: float, nc: int) -> np.ndarray:
+    """The pose head's raw output [1, 4 + nc + 51, anchors] -> the anchors scoring above `conf` as
+    `yolo.pose_candidates` rows (float32 [n, 58]: centre x, y, width, height, score, class, the anchor's
+    index, then 17 x (x, y, visibility)), in anchor order."""
+    pred = raw[0]
+    scores = pred[4 : 4 + nc]
+    best = scores.max(axis=0)
+    keep = np.flatnonzero(best > conf)
+    cls = scores[:, keep].argmax(axis=0) if nc > 1 else np.zeros(len(keep), np.int64)
+    columns = [pred[:4, keep], best[keep][None], cls[None].astype(np.float32), keep[None].astype(np.float32)]
+    return np.concatenate([*columns, pred[4 + nc :, keep]], axis=0).T.astype(np.float32, copy=False)
+
+
+class OpenVinoPose:
+    """`__call__(rgb)` -> (bodies [P, 5], keypoints [P, 17, 3]) float32 in frame pixels, as ultralytics'
+    predict over the same export finds them (`test_detection`)."""
+
+    def __init__(self, folder: str | Path, imgsz: int, conf: float, max_det: int, iou: float = 0.7):
+        import openvino as ov
+        import torch
+
+        layout = pose_layout(folder)
+        if layout is None:
+            raise ConfigError(f"{folder}: not a YOLO pose export this runner decodes (task pose, no end2end head)")
+        self.stride, self.nc = layout
+        xmls = sorted(Path(folder).glob("*.xml"))
+        if not xmls:
+            raise ConfigError(f"{folder}: no OpenVINO model (*.xml) in the export")
+        self.xml, self.ov, self.core = xmls[0], ov, ov.Core()
+        self.imgsz, self.conf, self.max_det, self.iou = imgsz, conf, max_det, iou
+        # ultralytics' own compile settings (LATENCY), on the process's threads as the encoder's OpenVINO
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, torch.get_num_threads())}
+        self.requests: OrderedDict[tuple[int, int], object] = OrderedDict()
+
+    def _request(self, h: int, w: int):
+        """The infer request of a static model for letterboxed inputs of h x w (made once, MAX_SHAPES kept)."""
+        request = self.requests.get((h, w))
+        if request is not None:
+            self.requests.move_to_end((h, w))
+            return request
+        from openvino.preprocess import PrePostProcessor
+
+        model = self.core.read_model(str(self.xml))
+        model.reshape([1, 3, h, w])
+        ppp = PrePostProcessor(model)
+        ppp.input().tensor().set_element_type(self.ov.Type.u8).set_layout(self.ov.Layout("NHWC"))
+        ppp.input().model().set_layout(self.ov.Layout("NCHW"))
+        ppp.input().preprocess().convert_element_type(self.ov.Type.f32).scale(255.0)
+        request = self.core.compile_model(ppp.build(), "CPU", self.config).create_infer_request()
+        self.requests[(h, w)] = request
+        while len(self.requests) > MAX_SHAPES:
+            self.requests.popitem(last=False)
+        return request
+
+    def letterbox(self, rgb: np.ndarray):
+        """ultralytics' letterbox (`yolo.letterbox_geometry`; OpenCV's bilinear resize, grey 114 padding) of a
+        uint8 RGB frame -> (input [1, H', W', 3] uint8, r, (pad_x, pad_y))."""
+        from .yolo import letterbox_geometry
+
+        h, w = rgb.shape[:2]
+        r, (left, top), (nh, nw, full_h, full_w) = letterbox_geometry(h, w, self.imgsz, self.stride)
+        x = rgb if (nh, nw) == (h, w) else cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        if (full_h, full_w) != (nh, nw):
+            grey = (114, 114, 114)
+            x = cv2.copyMakeBorder(x, top, full_h - nh - top, left, full_w - nw - left, cv2.BORDER_CONSTANT, value=grey)
+        return np.ascontiguousarray(x)[None], r, (left, top)
+
+    def forward(self, rgb: np.ndarray):
+        """The network's raw output [1, 4 + nc + 51, anchors] for a uint8 RGB frame, with the letterbox's
+        (r, (pad_x, pad_y))."""
+        x, r, pad = self.letterbox(rgb)
+        return np.asarray(self._request(*x.shape[1:3]).infer({0: x})[0]), r, pad
+
+    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from .yolo import decode_candidates, one_torch_thread
+
+        h, w = rgb.shape[:2]
+        raw, r, pad = self.forward(rgb)
+        rows = anchor_rows(raw, self.conf, self.nc)
+        with one_torch_thread():  # NMS on a few rows: no OpenMP workers left spinning after it
+            return decode_candidates(rows, self.conf, self.iou, self.max_det, r, pad, h, w, complete=True)

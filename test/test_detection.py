@@ -221,6 +221,7 @@ def test_the_openvino_pose_runner_finds_what_ultralytics_finds_on_the_same_expor
     from ultralytics import YOLO
     from ultralytics.data.augment import LetterBox
 
+    from ros_fer.backends.openvino import shared_core
     from ros_fer.detection.openvino_pose import MAX_SHAPES, OpenVinoPose
 
     weights = tmp_path / "pose.pt"
@@ -231,6 +232,7 @@ def test_the_openvino_pose_runner_finds_what_ultralytics_finds_on_the_same_expor
     model.save(str(weights))
     detector = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="openvino")
     assert isinstance(detector.runner, OpenVinoPose)
+    assert detector.runner.core is shared_core()  # no Core of its own (each swaps the thread's signal stack)
     by_ultralytics = YOLO(str(next((tmp_path / "cache" / "ros_fer" / "yolo").glob("*_openvino_model"))), task="pose")
     shapes = [(480, 640), (720, 1280), (37, 1001), (500, 333), (1, 1)]
     for h, w in shapes:

@@ -55,8 +55,9 @@ class OpenVinoPose:
     predict over the same export finds them (`test_detection`)."""
 
     def __init__(self, folder: str | Path, imgsz: int, conf: float, max_det: int, iou: float = 0.7):
-        import openvino as ov
         import torch
+
+        from ..backends.openvino import import_openvino, shared_core
 
         layout = pose_layout(folder)
         if layout is None:
@@ -65,7 +66,8 @@ class OpenVinoPose:
         xmls = sorted(Path(folder).glob("*.xml"))
         if not xmls:
             raise ConfigError(f"{folder}: no OpenVINO model (*.xml) in the export")
-        self.xml, self.ov, self.core = xmls[0], ov, ov.Core()
+        # the process's one Core (`backends.openvino.shared_core`: each Core swaps the thread's signal stack)
+        self.xml, self.ov, self.core = xmls[0], import_openvino(), shared_core()
         self.imgsz, self.conf, self.max_det, self.iou = imgsz, conf, max_det, iou
         # ultralytics' own compile settings (LATENCY), on the process's threads as the encoder's OpenVINO
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, torch.get_num_threads())}

@@ -110,7 +110,8 @@ class OpenVinoPose:
         """The network's raw output [1, 4 + nc + 51, anchors] for a uint8 RGB frame, with the letterbox's
         (r, (pad_x, pad_y))."""
         x, r, pad = self.letterbox(rgb)
-        return np.asarray(self._request(*x.shape[1:3]).infer({0: x})[0]), r, pad
+        request = self._request(*x.shape[1:3])  # synchronous: the letterboxed frame is read in place
+        return np.asarray(request.infer({0: x}, share_inputs=True)[0]), r, pad
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from .yolo import decode_candidates, one_torch_thread

@@ -210,9 +210,11 @@ def test_host_crops_are_returned_once_every_thread_has_written_its_share(monkeyp
     import ros_fer.crops as crops_module
 
     real = crops_module.crop_square
+    in_pool = []
 
     def slow_in_pool(*args, **kwargs):
         if threading.current_thread().name.startswith("ros_fer-crops"):
+            in_pool.append(1)
             time.sleep(0.02)  # the pool's threads finish well after the caller's own share
         return real(*args, **kwargs)
 
@@ -220,7 +222,18 @@ def test_host_crops_are_returned_once_every_thread_has_written_its_share(monkeyp
     rgb, people = photo("zidane.jpg"), eight_people()
     boxes, _ = crop_boxes(people, ("face", "body", "context"), *rgb.shape[:2])
     batch = crop_batch(rgb, people, ("face", "body", "context"), 32, workers=3)
+    assert len(in_pool) == 17 - 6  # the pool's two threads cut 11 of the 17 crops (the caller 6)
     assert np.array_equal(batch.images, np.stack([real(rgb, box, 32) for box in boxes]))
+
+
+def test_the_crop_threads_are_made_once_per_count_and_the_old_ones_let_go():
+    from ros_fer.crops import _WORKERS
+
+    pool = _WORKERS.get(2)
+    assert _WORKERS.get(2) is pool and pool._max_workers == 2
+    other = _WORKERS.get(3)
+    assert other is not pool and other._max_workers == 3 and pool._shutdown
+    assert _WORKERS.get(3) is other
 
 
 def _crops_in_forked_child(rgb, people, expected) -> None:

@@ -203,7 +203,8 @@ def test_host_crops_shared_over_threads_are_the_crops_cut_one_by_one(workers):
     assert np.array_equal(crop_batch(rgb, people, levels, 48, workers=1).images, one_by_one)
 
 
-def test_host_crops_are_returned_once_every_thread_has_written_its_share(monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_host_crops_are_returned_once_every_thread_has_written_its_share(monkeypatch, workers):
     import threading
     import time
 
@@ -221,9 +222,24 @@ def test_host_crops_are_returned_once_every_thread_has_written_its_share(monkeyp
     monkeypatch.setattr(crops_module, "crop_square", slow_in_pool)
     rgb, people = photo("zidane.jpg"), eight_people()
     boxes, _ = crop_boxes(people, ("face", "body", "context"), *rgb.shape[:2])
-    batch = crop_batch(rgb, people, ("face", "body", "context"), 32, workers=3)
-    assert len(in_pool) == 17 - 6  # the pool's two threads cut 11 of the 17 crops (the caller 6)
+    batch = crop_batch(rgb, people, ("face", "body", "context"), 32, workers=workers)
+    # the caller cuts every workers-th crop itself (1 thread: all 17); the pool's workers - 1 threads the rest
+    assert len(in_pool) == 17 - len(range(0, 17, workers))
+    if workers > 1:
+        assert crops_module._WORKERS.size == crops_module._WORKERS.pool._max_workers == workers - 1
     assert np.array_equal(batch.images, np.stack([real(rgb, box, 32) for box in boxes]))
+
+
+def test_host_crops_take_as_many_threads_as_torch_was_given():
+    from ros_fer.crops import crop_workers
+
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            assert crop_workers() == n
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_the_crop_threads_are_made_once_per_count_and_the_old_ones_let_go():

@@ -202,6 +202,8 @@ def test_frames_load_from_arrays_bytes_and_tensors(runtime):
     assert as_rgb_tensor(pixel) is pixel and as_rgb_tensor(pixel.expand(8192, 8192, 3)).shape[0] == 8192
     with pytest.raises(Exception, match="frame of 8193x8192 pixels is larger than the 67108864 allowed"):
         as_rgb_tensor(pixel.expand(8192, 8193, 3))
+    with pytest.raises(Exception, match="frame of 1x67108865 pixels is larger"):  # tall and thin: H x W counts
+        as_rgb_tensor(pixel.expand(8192 * 8192 + 1, 1, 3))
     with pytest.raises(ImageError, match="cannot decode"):
         host.process(b"\xff\xd8 not really a jpeg")
 

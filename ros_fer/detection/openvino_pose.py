@@ -114,10 +114,10 @@ class OpenVinoPose:
         return np.asarray(request.infer({0: x}, share_inputs=True)[0]), r, pad
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from .yolo import decode_candidates, one_torch_thread
+        from .yolo import decode_candidates, torch_threads
 
         h, w = rgb.shape[:2]
         raw, r, pad = self.forward(rgb)
         rows = anchor_rows(raw, self.conf, self.nc)
-        with one_torch_thread():  # NMS on a few rows: no OpenMP workers left spinning after it
+        with torch_threads(1):  # NMS on a few rows: no OpenMP workers left spinning after it
             return decode_candidates(rows, self.conf, self.iou, self.max_det, r, pad, h, w, complete=True)

@@ -122,14 +122,9 @@ def cached_export(model, weights: str, imgsz: int, fmt: str) -> str:
     ending, options = EXPORTS[fmt]
     target = yolo_cache() / f"{Path(weights).stem}.{weights_digest(weights)}.{imgsz}{ending}"
     if not (target.is_file() or (target / "metadata.yaml").is_file()):
-        import torch
-
         target.parent.mkdir(parents=True, exist_ok=True)
-        threads = torch.get_num_threads()
-        try:
+        with torch_threads():  # its device set-up leaves torch on cores - 1 threads (1 of 2) for good
             made = Path(model.export(format=fmt, imgsz=imgsz, verbose=False, **{"dynamic": False, **options}))
-        finally:  # its device set-up leaves torch on cores - 1 threads (1 of 2) for the rest of the process
-            torch.set_num_threads(threads)
         shutil.rmtree(target, ignore_errors=True)  # a folder an interrupted export left
         shutil.move(str(made), target)
     return str(target)
@@ -144,14 +139,15 @@ def runtime_candidates() -> list[str]:
 
 
 @contextlib.contextmanager
-def one_torch_thread():
-    """torch on one thread inside (a few small tensors: with 2+ threads its OpenMP workers spin on after the
-    last op, libgomp's GOMP_SPINCOUNT, ~7 ms of a core on machine B), the process's count again after."""
+def torch_threads(inside: int | None = None):
+    """torch on `inside` threads within (None: as it is), and the process's count again after, whatever the
+    body set (ultralytics' device set-up sets cores - 1). One thread for a few small tensors: with 2+, torch's
+    OpenMP workers spin on after the last op (libgomp's GOMP_SPINCOUNT, ~7 ms of a core on machine B)."""
     import torch
 
     threads = torch.get_num_threads()
-    if threads > 1:
-        torch.set_num_threads(1)
+    if inside is not None and inside != threads:
+        torch.set_num_threads(inside)
     try:
         yield
     finally:
@@ -278,36 +274,33 @@ class YoloDetector:
             export = cached_export(model, path, self.imgsz, self.runtime)
             model = yolo(export, task=model.task)
             if own:
-                self.runner = self._runners.get(self.runtime) or self._own(self.runtime, export)
+                self.runner = self._own(self.runtime, export)
         self._runners.clear()
         return model, path
 
     def _own(self, runtime: str, export: str):
-        """This package's runner of an export, where it has one: OpenVINO, a pose model, no face model."""
+        """This package's runner of an export, where it has one: OpenVINO, a pose model, no face model. Made
+        once per runtime: the probe's runner is the one kept."""
         from .openvino_pose import OpenVinoPose, pose_layout
 
-        if runtime != "openvino" or self._faces_asked or pose_layout(export) is None:
-            return None
-        runner = self._runners[runtime] = OpenVinoPose(export, self.imgsz, self.confidence, self.max_det)
-        return runner
+        if runtime not in self._runners:
+            usable = runtime == "openvino" and not self._faces_asked and pose_layout(export) is not None
+            self._runners[runtime] = OpenVinoPose(export, self.imgsz, self.confidence, self.max_det) if usable else None
+        return self._runners[runtime]
 
     def _predict(self, model, bgr: np.ndarray, classes: list[int] | None):
         import torch
         import ultralytics.utils.torch_utils as torch_utils
 
-        threads = torch.get_num_threads()
         # An export (ultralytics holds its path, not a module) runs its network in onnxruntime or OpenVINO; torch
-        # only letterboxes and NMSes a few small tensors, on one thread: with 2+, its OpenMP workers spin on
-        # after their last op (libgomp's GOMP_SPINCOUNT; ~7 ms of a core after every detection on machine B),
-        # taking a core from the crop threads and the encoder that follow. On one thread the detection took
-        # no longer. A torch network runs on the process's threads.
+        # only letterboxes and NMSes a few small tensors, on one thread (`torch_threads`): with 2+ its spinning
+        # OpenMP workers took a core from the crop threads and the encoder that follow. On one thread the
+        # detection took no longer. A torch network runs on the process's threads.
         exported = not isinstance(model.model, torch.nn.Module) and str(self.device).startswith("cpu")
-        inside = 1 if exported else threads
+        inside = 1 if exported else torch.get_num_threads()
         # ultralytics' device set-up (its first predict) sets torch to cores - 1 threads (1 of 2): let it set ours
         torch_utils.NUM_THREADS = inside
-        if inside != threads:
-            torch.set_num_threads(inside)
-        try:
+        with torch_threads(inside):
             return model.predict(
                 bgr,
                 device=self.device,
@@ -317,9 +310,6 @@ class YoloDetector:
                 max_det=self.max_det,
                 verbose=False,
             )[0]
-        finally:  # the process keeps its own count (ultralytics set cores - 1, or the export ran on one)
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
 
     @staticmethod
     def _boxes(result) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -487,7 +488,13 @@ def main_bench(args) -> int:
         overrides["model"] = args.model
     if args.person_weights:
         overrides["person_weights"] = args.person_weights
-    results = []
+    results: list[dict] = []
+    rejected: list[dict] = []  # rows whose configuration refused to start here (an int8 parity floor, ...)
+
+    def report() -> dict:
+        return {"machine": machine(), "results": results, **compare(results), "rejected": rejected}
+
+    several = len(runs) > 1
     # --repeat: every row again, odd passes in reverse order, so that neither a row's place in the run nor a
     # slow spell of a shared machine falls on one configuration; compare() takes the median over passes
     for rep in range(args.repeat):
@@ -510,23 +517,38 @@ def main_bench(args) -> int:
                     # cyclic garbage the rows before left (~8,800 objects a pipeline build; the pipelines themselves
                     # go by reference count) collected now, not by the collector in the middle of a timed row
                     gc.collect()
-                    results.append(
-                        run_bench(
+                    asked = {"backend": backend, "precision": precision, "detector_runtime": detector_runtime}
+                    try:
+                        row = run_bench(
                             params, args.frames, args.warmup, persons, tuple(args.batches), args.boxes, args.profile
                         )
-                        | {"pass": rep}
-                    )
-    report: dict = {"machine": machine(), "results": results, **compare(results)}
-    text = json.dumps(report, indent=2)
+                    except ConfigError as exc:
+                        if not several:  # the one configuration asked for: its error, as the node would say it
+                            raise
+                        # a candidate refused here (below its accuracy floor, a package missing), as the probe
+                        # refuses it: said, recorded, and the other rows still run
+                        print(f"ros-fer bench: {backend} {precision}, YOLO {detector_runtime}: {exc}", file=sys.stderr)
+                        reason = {"persons": persons, "detector": detector, "asked": asked, "reason": str(exc)}
+                        rejected.append(reason | {"pass": rep})
+                        continue
+                    results.append(row | {"pass": rep})
+                    if args.json:  # after every row: a run that stops later keeps the rows it finished
+                        _write(Path(args.json), json.dumps(report(), indent=2))
+    text = json.dumps(report(), indent=2)
     if args.json:
-        Path(args.json).write_text(text)
+        _write(Path(args.json), text)
     print(text)
     return 0
 
 
-if __name__ == "__main__":
-    import sys
+def _write(path: Path, text: str) -> None:
+    """Replaces the file whole (a reader never sees half a report)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
+
+if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] != "table":
         sys.exit("usage: python -m ros_fer.bench table REPORT.json [REPORT.json ...]")
     sys.exit(main_table(sys.argv[2:]))

@@ -60,6 +60,14 @@ def native_bf16(isa=None) -> bool:
     return "amx_bf16" in isa or "avx512_bf16" in isa
 
 
+def int8_saturates(isa=None) -> bool:
+    """Whether this CPU's int8 dot products (u8 x s8 pairs summed in int16: AVX2, AVX-512 without VNNI)
+    saturate for 8-bit weights, as VNNI's and AMX's int32 sums cannot: 7-bit weights are needed there.
+    `isa`: a flag list; None: this CPU's."""
+    isa = cpu_info()["isa"] if isa is None else isa
+    return not any(flag in isa for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 def describe_cpu() -> str:
     """One line, e.g. 'AMD EPYC (x86_64, 2 cores; avx2 fma; no VNNI)'."""
     info = cpu_info()

@@ -312,6 +312,36 @@ def test_int8_weights_are_7_bit_so_no_cpu_can_saturate(tmp_path):
     assert read_onnx_meta(path)["int8"]["reduce_range"] is True
 
 
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf not installed")
+def test_openvino_int8_has_7_bit_weights_where_int8_dot_products_saturate(tmp_path):
+    """OpenVINO int8 (NNCF) on a CPU without VNNI or AMX: every weight within |w| <= 64 (2*255*64 fits int16),
+    as onnxruntime's; NNCF's default (7-bit weights in the first layer only) gave an AVX2-only EPYC a per-crop
+    cosine of 0.9841 on ViT-B-32. With VNNI or AMX (int32 sums) the full 8-bit range stays."""
+    import nncf
+    import openvino as ov
+
+    from ros_fer.backends.openvino import RECIPE, _quantize, calibration_crops, recipe
+
+    assert recipe(["avx2", "fma"]) == recipe(["avx2", "fma", "avx512f", "avx512bw"]) == f"{RECIPE}-7bit"
+    assert recipe(["avx2", "avx512f", "avx512_vnni"]) == recipe(["avx2", "avx_vnni"]) == RECIPE
+    assert recipe(["avx2", "avx512f", "amx_tile", "amx_int8", "amx_bf16"]) == RECIPE
+    model = tiny("zeroshot").eval()
+    graph = export_onnx(model, tmp_path / "z.onnx")
+    meta = read_onnx_meta(graph)
+    calibration = calibration_crops(meta["levels"], int(meta["image_size"]))[:2]
+
+    def weights(seven_bit: bool) -> list[np.ndarray]:
+        quantized = _quantize(nncf, ov.Core().read_model(str(graph)), calibration, seven_bit)
+        ops = quantized.get_ops()
+        return [op.get_data() for op in ops if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+
+    seven, eight = weights(True), weights(False)
+    assert seven and len(seven) == len(eight)
+    assert all(int(np.abs(w.astype(np.int32)).max()) <= 64 for w in seven)
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in seven) >= 60  # the 7-bit range is used
+    assert sum(int(np.abs(w.astype(np.int32)).max()) > 64 for w in eight) > len(eight) // 2  # 8-bit: most layers
+
+
 def tamper_reference(path, seed: int = 1) -> None:
     """Replace the fp32 features of a parity reference by unrelated ones (as a saturating CPU would give)."""
     from safetensors.numpy import load_file, save_file

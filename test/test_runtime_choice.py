@@ -3,8 +3,10 @@ timings (a slower or less accurate candidate is never taken, an explicit setting
 (used, and measured again when the model, the versions or the CPU change), bf16 and int8 against fp32 on
 real photographs, and YOLO at every input size in frame coordinates."""
 
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -311,6 +313,38 @@ def test_bench_all_shows_the_default_beside_every_candidate(tmp_path):
     # a pass count that means nothing is said, with the flag's name
     bad = subprocess.run([*cmd[:-2], "--repeat", "0"], capture_output=True, text=True, timeout=600, env=env)
     assert bad.returncode != 0 and "--repeat 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf not installed")
+def test_bench_all_records_a_refused_candidate_and_runs_the_rest(tmp_path):
+    """A candidate that refuses to start on this machine (OpenVINO int8 below its parity floor, as on an
+    AVX2-only EPYC before 7-bit weights) is a row of `rejected` with the reason, said on stderr; the other
+    rows still run and are compared. Asked for alone, the same configuration fails with the reason."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    cmd = [str(Path(sys.executable).with_name("ros-fer")), "bench", "--backbone", "tiny-random", "--precision", "int8"]
+    cmd += ["--detectors", "opencv", "--frames", "2", "--warmup", "1", "--batches", "1"]
+    made = subprocess.run([*cmd, "--backend", "openvino"], capture_output=True, text=True, timeout=600, env=env)
+    assert made.returncode == 0, made.stderr[-3000:]
+    reports = list((cache / "ros_fer" / "openvino" / "int8").glob("*.json"))
+    reports = [r for r in reports if r.name != "digests.json"]
+    assert len(reports) == 1
+    reports[0].write_text(json.dumps({**json.loads(reports[0].read_text()), "min_cosine": 0.95}))
+    shutil.rmtree(cache / "ros_fer" / "choices", ignore_errors=True)
+    out = tmp_path / "bench.json"
+    all_rows = [*cmd, "--backend", "all", "--json", str(out)]
+    res = subprocess.run(all_rows, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (refused,) = report["rejected"]
+    assert refused["asked"] == {"backend": "openvino", "precision": "int8", "detector_runtime": "auto"}
+    assert "0.9500 against fp32" in refused["reason"] and "Use precision: fp32" in refused["reason"]
+    assert "openvino int8, YOLO auto: " in res.stderr and "0.9500" in res.stderr
+    ran = [(r["asked"]["backend"], r["backend"], r["precision"]) for r in report["results"]]
+    assert ran == [("auto", "onnxruntime", "int8"), ("onnxruntime", "onnxruntime", "int8")]
+    assert report["default_vs_fastest_explicit"]["1p"]["fastest_explicit"].startswith("onnxruntime int8")
+    alone = subprocess.run([*cmd, "--backend", "openvino"], capture_output=True, text=True, timeout=600, env=env)
+    assert alone.returncode != 0 and "0.9500 against fp32" in alone.stderr and "Traceback" not in alone.stderr
 
 
 # ---- YOLO: input size and runtime --------------------------------------------------------------------------

@@ -260,6 +260,13 @@ def test_frames_are_checked_and_turned_to_rgb_by_hand():
     assert str(info.value) == f"frame of {side}x{side + 1} pixels is larger than the {MAX_PIXELS} allowed"
     at_limit = np.lib.stride_tricks.as_strided(np.zeros(3, np.uint8), (side, side, 3), (0, 0, 1))
     assert as_rgb(at_limit, "rgb").shape == (side, side, 3)  # exactly the limit: accepted
+    assert as_rgb(np.full((1, 1, 3), 9, np.uint8), "bgr").tolist() == [[[9, 9, 9]]]  # one pixel is a frame
+    assert as_rgb(np.full((1, 1), 9, np.uint8), "bgr").shape == (1, 1, 3)
+    # RGB that came as a view (channels reversed in place): one contiguous copy, so that OpenCV downstream
+    # (the detector, every crop) does not copy the whole frame again each time
+    view = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)[..., ::-1]
+    got = as_rgb(view, "rgb")
+    assert got.flags.c_contiguous and got.tolist() == view.tolist()
 
 
 def test_pipeline_parameters_reach_their_parts_and_untracked_results(tmp_path):

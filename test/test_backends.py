@@ -488,6 +488,15 @@ def test_the_int8_cache_key_hash_is_remembered_by_size_and_time(tmp_path):
     memo.write_text("[not, json")  # a broken memo is a miss, then written whole again
     assert file_digest(graph, memo) == hashlib.sha256(b"d" * 1001).hexdigest()[:16]
     assert json.loads(memo.read_text())[str(graph.resolve())]["size"] == 1001
+    # a file that is gone loses its entry at the next write: the memo does not grow with every graph ever hashed
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"e" * 10)
+    file_digest(other, memo)
+    assert set(json.loads(memo.read_text())) == {str(graph.resolve()), str(other.resolve())}
+    other.unlink()
+    graph.write_bytes(b"f" * 1002)
+    assert file_digest(graph, memo) == hashlib.sha256(b"f" * 1002).hexdigest()[:16]
+    assert set(json.loads(memo.read_text())) == {str(graph.resolve())}
 
 
 def test_graph_metadata_is_remembered_across_starts(tmp_path, monkeypatch):

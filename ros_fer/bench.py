@@ -24,6 +24,7 @@ from .detection import Detections
 from .errors import ConfigError
 from .machine import machine
 from .params import load_params
+from .paths import write_whole
 from .pipeline import Pipeline, person_boxes
 from .tracking import Tracker
 
@@ -490,9 +491,10 @@ def main_bench(args) -> int:
         overrides["person_weights"] = args.person_weights
     results: list[dict] = []
     rejected: list[dict] = []  # rows whose configuration refused to start here (an int8 parity floor, ...)
+    here = machine()  # once: on a GPU it asks nvidia-smi, and the report is written after every row
 
     def report() -> dict:
-        return {"machine": machine(), "results": results, **compare(results), "rejected": rejected}
+        return {"machine": here, "results": results, **compare(results), "rejected": rejected}
 
     several = len(runs) > 1
     # --repeat: every row again, odd passes in reverse order, so that neither a row's place in the run nor a
@@ -517,7 +519,6 @@ def main_bench(args) -> int:
                     # cyclic garbage the rows before left (~8,800 objects a pipeline build; the pipelines themselves
                     # go by reference count) collected now, not by the collector in the middle of a timed row
                     gc.collect()
-                    asked = {"backend": backend, "precision": precision, "detector_runtime": detector_runtime}
                     try:
                         row = run_bench(
                             params, args.frames, args.warmup, persons, tuple(args.batches), args.boxes, args.profile
@@ -528,24 +529,18 @@ def main_bench(args) -> int:
                         # a candidate refused here (below its accuracy floor, a package missing), as the probe
                         # refuses it: said, recorded, and the other rows still run
                         print(f"ros-fer bench: {backend} {precision}, YOLO {detector_runtime}: {exc}", file=sys.stderr)
+                        asked = {"backend": backend, "precision": precision, "detector_runtime": detector_runtime}
                         reason = {"persons": persons, "detector": detector, "asked": asked, "reason": str(exc)}
                         rejected.append(reason | {"pass": rep})
                         continue
                     results.append(row | {"pass": rep})
                     if args.json:  # after every row: a run that stops later keeps the rows it finished
-                        _write(Path(args.json), json.dumps(report(), indent=2))
+                        write_whole(Path(args.json), json.dumps(report(), indent=2))
     text = json.dumps(report(), indent=2)
     if args.json:
-        _write(Path(args.json), text)
+        write_whole(Path(args.json), text)
     print(text)
     return 0
-
-
-def _write(path: Path, text: str) -> None:
-    """Replaces the file whole (a reader never sees half a report)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

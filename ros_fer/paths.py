@@ -35,6 +35,14 @@ def replace(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     os.replace(tmp, path)
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Writes `text` to `path` by replacing the file whole: a reader (or a second process writing at the same
+    time) never sees half of it."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def remembered(path: Path, memo: Path, field: str, compute: Callable[[], object], valid: Callable = bool):
     """`compute()` of the file at `path` (its digest, what its header says), remembered in `memo` (JSON)
     under the file's resolved path with its size and modification time, so a later start reads a line
@@ -57,9 +65,7 @@ def remembered(path: Path, memo: Path, field: str, compute: Callable[[], object]
     known[key] = {**stamp, field: value}
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        tmp.replace(memo)
+        write_whole(memo, json.dumps(known, indent=1))
     except OSError:
         pass
     return value

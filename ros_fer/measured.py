@@ -15,7 +15,8 @@ import numpy as np
 
 from .paths import cache_dir, replace
 
-ROUNDS = 5  # timed calls per candidate and input, in turn with the other candidates; the median counts
+ROUNDS = 6  # timed calls per candidate and input, in turn with the other candidates (`balanced_orders`: every
+# order of 3); the median counts
 
 
 def machine_key() -> dict:
@@ -79,16 +80,34 @@ def cached_choice(kind: str, what: dict, measure: Callable[[], dict]) -> dict:
 def time_interleaved(calls: dict, rounds: int = ROUNDS) -> dict:
     """calls: key -> [one callable per frame]. Each runs once untimed (some runtimes finish setting up only on
     their second call), then `rounds` times in turn with every other key's, round-robin, so that a slow spell
-    of a shared machine falls on all candidates alike rather than on whichever was being timed. Returns
-    key -> [the median ms of each callable]."""
+    of a shared machine falls on all candidates alike rather than on whichever was being timed. The rounds
+    take their orders from `balanced_orders`, so each key follows each other key equally often: what one
+    leaves running after its call (onnxruntime's or OpenMP's threads still spinning) slows whichever comes
+    next, and that is then not always the same one. Returns key -> [the median ms of each callable]."""
     for fns in calls.values():
         for fn in fns:
             fn()
     samples = {k: [[] for _ in fns] for k, fns in calls.items()}
-    for _ in range(rounds):
-        for k, fns in calls.items():
-            for j, fn in enumerate(fns):
+    keys = list(calls)
+    orders = balanced_orders(len(keys))
+    for i in range(rounds):
+        for k in (keys[x] for x in orders[i % len(orders)]):
+            for j, fn in enumerate(calls[k]):
                 start = time.perf_counter()
                 fn()
                 samples[k][j].append((time.perf_counter() - start) * 1e3)
     return {k: [float(np.median(s)) for s in per] for k, per in samples.items()}
+
+
+def balanced_orders(n: int) -> list[list[int]]:
+    """Orders of 0..n-1 in which each ordered pair (a, then b) stands next to each other equally often: the
+    rows of a balanced (Williams) Latin square, n rows for an even n, 2n for an odd one (its rows reversed
+    as well)."""
+    first, low, high = [0], 1, n - 1
+    while low <= high:
+        first.append(low)
+        if low != high:
+            first.append(high)
+        low, high = low + 1, high - 1
+    rows = [[(x + r) % n for x in first[:n]] for r in range(n)]
+    return rows + [row[::-1] for row in rows] if n % 2 else rows

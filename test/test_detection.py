@@ -158,10 +158,18 @@ def test_yolo_onnx_runtime_matches_torch(tmp_path):
     frame = np.random.default_rng(2).integers(0, 256, (640, 640, 3), np.uint8)
     by_torch = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="torch").detect(frame)
     by_onnx = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="onnx")
-    assert list((tmp_path / "cache" / "ros_fer" / "yolo").glob("pose.*.640.onnx"))  # exported once, cached
+    assert list((tmp_path / "cache" / "ros_fer" / "yolo").glob("pose.*.640.dynamic.onnx"))  # exported, cached
     got = by_onnx.detect(frame)
     np.testing.assert_allclose(got.bodies, by_torch.bodies, atol=0.5)
     np.testing.assert_allclose(got.keypoints, by_torch.keypoints, atol=0.5)
+    # a 640x480 frame runs at 640x480 (a dynamic input), as torch runs it: a square letterbox would move every
+    # box of random weights, which answer in input coordinates
+    frame = np.ascontiguousarray(cv2.resize(photo("zidane.jpg"), (640, 480))[:, :, ::-1])
+    want = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="torch").detect(frame)
+    got = by_onnx.detect(frame)
+    assert len(got.bodies) == len(want.bodies) == 5
+    np.testing.assert_allclose(got.bodies, want.bodies, atol=0.5)
+    np.testing.assert_allclose(got.keypoints, want.keypoints, atol=0.5)
 
 
 def test_an_exported_yolo_leaves_torch_one_thread_and_the_process_its_own(tmp_path):
@@ -179,7 +187,8 @@ def test_an_exported_yolo_leaves_torch_one_thread_and_the_process_its_own(tmp_pa
     torch.set_num_threads(3)
     try:
         for runtime, expected in (("onnx", 1), ("torch", 3)):
-            detector = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime=runtime)
+            # a face model keeps ultralytics' predict on the export (without one, this package's runner)
+            detector = YoloDetector(str(weights), str(weights), confidence=1e-6, max_det=5, runtime=runtime)
             assert torch.get_num_threads() == 3  # ultralytics' export (an empty cache) set it to cores - 1
             seen: list[int] = []
             callback = lambda _, into=seen: into.append(torch.get_num_threads())  # noqa: E731
@@ -213,16 +222,18 @@ def test_yolo_openvino_runtime_matches_torch(tmp_path):
     assert list((tmp_path / "cache" / "ros_fer" / "yolo").glob("*_openvino_model")) == exported
 
 
-def test_the_openvino_pose_runner_finds_what_ultralytics_finds_on_the_same_export(tmp_path):
-    """The default CPU detector's own OpenVINO runner (a static model per frame size taking uint8 RGB, its own
-    decoding) against ultralytics' predict over the same export: the same boxes and keypoints at sizes that
-    need no letterbox, a resize, padding, or both, with every anchor a candidate (random weights score about
-    alike: NMS must break ties as ultralytics does). Sizes beyond MAX_SHAPES drop the oldest compiled one."""
+@pytest.mark.parametrize("runtime", ["openvino", "onnx"])
+def test_the_pose_runner_finds_what_ultralytics_finds_on_the_same_export(tmp_path, runtime):
+    """The CPU detector's own runners (OpenVINO: a static model per frame size taking uint8 RGB; onnxruntime:
+    one session that does not spin; their own decoding) against ultralytics' predict over the same export: the
+    same boxes and keypoints at sizes that need no letterbox, a resize, padding, or both, with every anchor a
+    candidate (random weights score about alike: NMS must break ties as ultralytics does). OpenVINO: sizes
+    beyond MAX_SHAPES drop the oldest compiled one."""
     from ultralytics import YOLO
     from ultralytics.data.augment import LetterBox
 
     from ros_fer.backends.openvino import shared_core
-    from ros_fer.detection.openvino_pose import MAX_SHAPES, OpenVinoPose
+    from ros_fer.detection.pose_runners import MAX_SHAPES, OnnxPose, OpenVinoPose
 
     weights = tmp_path / "pose.pt"
     model = YOLO(random_pose())
@@ -230,10 +241,18 @@ def test_the_openvino_pose_runner_finds_what_ultralytics_finds_on_the_same_expor
         if isinstance(module, torch.nn.BatchNorm2d):  # moves a keypoint 0.015 px); scaled up, 14 px
             module.weight.data.fill_(1.5)
     model.save(str(weights))
-    detector = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime="openvino")
-    assert isinstance(detector.runner, OpenVinoPose)
-    assert detector.runner.core is shared_core()  # no Core of its own (each swaps the thread's signal stack)
-    by_ultralytics = YOLO(str(next((tmp_path / "cache" / "ros_fer" / "yolo").glob("*_openvino_model"))), task="pose")
+    detector = YoloDetector(str(weights), confidence=1e-6, max_det=5, runtime=runtime)
+    if runtime == "openvino":
+        assert isinstance(detector.runner, OpenVinoPose)
+        assert detector.runner.core is shared_core()  # no Core of its own (each swaps the thread's signal stack)
+    else:
+        assert isinstance(detector.runner, OnnxPose)
+        options = detector.runner.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert options.intra_op_num_threads == torch.get_num_threads()
+    pattern = "*_openvino_model" if runtime == "openvino" else "*.onnx"
+    export = next((tmp_path / "cache" / "ros_fer" / "yolo").glob(pattern))
+    by_ultralytics = YOLO(str(export), task="pose")
     shapes = [(480, 640), (720, 1280), (37, 1001), (500, 333), (1, 1)]
     for h, w in shapes:
         rgb = np.ascontiguousarray(cv2.resize(photo("zidane.jpg"), (w, h))[:, :, ::-1])
@@ -243,6 +262,8 @@ def test_the_openvino_pose_runner_finds_what_ultralytics_finds_on_the_same_expor
         predictor = by_ultralytics.predictor
         theirs = predictor.model(predictor.preprocess([bgr]))
         theirs = np.asarray(theirs[0] if isinstance(theirs, (list, tuple)) else theirs)
+        if runtime == "onnx":  # the network's input itself (OpenVINO makes it inside its graph)
+            np.testing.assert_allclose(detector.runner.inputs(rgb)[0], predictor.preprocess([bgr]).numpy(), atol=1e-7)
         np.testing.assert_allclose(detector.runner.forward(rgb)[0], theirs, rtol=1e-3, atol=1e-3)
         # the letterboxed pixels themselves, against ultralytics' LetterBox of the BGR frame
         boxed = LetterBox((640, 640), auto=True, stride=32)(image=bgr)
@@ -252,19 +273,29 @@ def test_the_openvino_pose_runner_finds_what_ultralytics_finds_on_the_same_expor
         np.testing.assert_allclose(got.bodies, detector._boxes(result), atol=0.5)
         np.testing.assert_allclose(got.keypoints, result.keypoints.data.numpy(), atol=0.5)
         assert got.faces.shape == (0, 5) and got.bodies_detected
-    assert len(detector.runner.requests) == MAX_SHAPES and (480, 640) not in detector.runner.requests
+    if runtime == "openvino":
+        assert len(detector.runner.requests) == MAX_SHAPES and (480, 640) not in detector.runner.requests
 
 
 def test_a_face_model_or_a_non_pose_export_keeps_ultralytics_predict(tmp_path):
     from ultralytics import YOLO
 
-    from ros_fer.detection.openvino_pose import pose_layout
+    from ros_fer.detection.pose_runners import onnx_layout, pose_layout
 
     weights = tmp_path / "pose.pt"
     YOLO(random_pose()).save(str(weights))
-    with_faces = YoloDetector(str(weights), face_weights=str(weights), runtime="openvino")
-    assert with_faces.runner is None and with_faces.face is not None
-    assert with_faces.detect(np.zeros((64, 96, 3), np.uint8)).faces.shape[1] == 5
+    for runtime in ("openvino", "onnx"):
+        with_faces = YoloDetector(str(weights), face_weights=str(weights), runtime=runtime)
+        assert with_faces.runner is None and with_faces.face is not None
+        assert with_faces.detect(np.zeros((64, 96, 3), np.uint8)).faces.shape[1] == 5
+    # an ONNX export's metadata as ultralytics writes it (Python literals as text)
+    written = {"task": "pose", "stride": "32", "names": "{0: 'person'}", "kpt_shape": "[17, 3]", "end2end": "False"}
+    assert onnx_layout("x.onnx", written) == (32, 1)
+    assert onnx_layout("x.onnx", {**written, "end2end": "True"}) is None
+    assert onnx_layout("x.onnx", {**written, "task": "detect"}) is None
+    assert onnx_layout("x.onnx", {**written, "names": "{0: 'a', 1: 'b'}"}) == (32, 2)
+    with pytest.raises(ConfigError, match=r"x.onnx: cannot read"):
+        onnx_layout("x.onnx", {**written, "names": "{0: [a"})
     folder = tmp_path / "export"
     folder.mkdir()
     meta = folder / "metadata.yaml"

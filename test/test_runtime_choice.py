@@ -119,15 +119,30 @@ def fixed_timings(tmp_path, monkeypatch):
     return times, state
 
 
-def test_the_probe_times_candidates_in_turn():
+def test_the_probe_times_candidates_in_turn_each_after_each_other_alike():
     """Round-robin: after one untimed call each, every round runs each candidate's frames once, so a slow
-    spell of the machine falls on all of them; one median per candidate and frame comes back."""
+    spell of the machine falls on all of them; one median per candidate and frame comes back. Over the
+    default rounds each candidate runs right after each other one equally often (what one leaves spinning
+    slows the next: not always the same one), counted here from the calls as they ran."""
+    from collections import Counter
+
     order = []
     calls = {key: [lambda k=key, f=f: order.append((k, f)) for f in range(2)] for key in ("a", "b", "c")}
-    got = measured.time_interleaved(calls, rounds=3)
+    got = measured.time_interleaved(calls)
     untimed = [(k, f) for k in "abc" for f in range(2)]
-    assert order[:6] == untimed and order[6:] == untimed * 3
+    assert order[:6] == untimed and len(order) == 6 + 6 * measured.ROUNDS
+    rounds = [order[6 + 6 * i : 12 + 6 * i] for i in range(measured.ROUNDS)]
+    for calls_of_round in rounds:  # each candidate once per round, its frames one after the other
+        keys = [k for k, _ in calls_of_round[::2]]
+        assert sorted(keys) == ["a", "b", "c"] and calls_of_round == [(k, f) for k in keys for f in range(2)]
+    after = Counter((r[2 * i][0], r[2 * i + 2][0]) for r in rounds for i in range(2))
+    assert len(after) == 6 and len(set(after.values())) == 1, after  # each ordered pair alike
     assert set(got) == {"a", "b", "c"} and all(len(v) == 2 and min(v) >= 0 for v in got.values())
+    for n in range(1, 8):  # the orders themselves: permutations, each ordered pair next to each other alike
+        rows = measured.balanced_orders(n)
+        assert all(sorted(row) == list(range(n)) for row in rows)
+        pairs = Counter((row[i], row[i + 1]) for row in rows for i in range(n - 1))
+        assert len(pairs) == n * (n - 1) and len(set(pairs.values())) <= 1, n
 
 
 def tiny_params(**over):
@@ -399,20 +414,25 @@ def test_detector_runtime_auto_measures_once_and_caches(tmp_path, monkeypatch):
     OpenVINO on the sample frame, takes the fastest, and the next start reads the choice."""
     from ultralytics import YOLO
 
-    from ros_fer.detection.openvino_pose import OpenVinoPose
+    from ros_fer.detection.pose_runners import PoseRunner
     from ros_fer.detection.yolo import YoloDetector
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     weights = tmp_path / "pose.pt"
     YOLO("yolo11n-pose.yaml").save(str(weights))
-    runs = []  # OpenVINO is timed as the detector would run it: through this package's runner
-    real_call = OpenVinoPose.__call__
-    monkeypatch.setattr(OpenVinoPose, "__call__", lambda self, rgb: runs.append(self) or real_call(self, rgb))
+    runs = []  # OpenVINO and onnxruntime are timed as the detector would run them: through this package's runners
+    real_call = PoseRunner.__call__
+    monkeypatch.setattr(PoseRunner, "__call__", lambda self, rgb: runs.append(self) or real_call(self, rgb))
     first = YoloDetector(str(weights), runtime="auto", imgsz=320)
     assert set(first.choice["ms"]) == {"torch", "onnx", "openvino"} and "cached" not in first.choice
     assert first.runtime == min(first.choice["ms"], key=first.choice["ms"].get)
-    assert len(runs) >= 2 and len(set(map(id, runs))) == 1  # its first run, then timed
-    assert (first.runner is runs[0]) == (first.runtime == "openvino")  # the probe's runner kept when chosen
+    runners = {type(r).__name__: r for r in runs}
+    assert set(runners) == {"OpenVinoPose", "OnnxPose"} and len(set(map(id, runs))) == 2  # one each
+    assert all(sum(r is each for r in runs) >= 2 for each in runners.values())  # its first run, then timed
+    if first.runtime == "torch":
+        assert first.runner is None
+    else:  # the probe's runner kept when chosen
+        assert first.runner is runners["OpenVinoPose" if first.runtime == "openvino" else "OnnxPose"]
     assert "detector_runtime auto:" in first.notes[0] and "measured now" in first.notes[0]
     again = YoloDetector(str(weights), runtime="auto", imgsz=320)
     assert again.choice["cached"] and again.runtime == first.runtime and again.choice["ms"] == first.choice["ms"]

@@ -102,18 +102,22 @@ def weights_digest(weights: str) -> str:
 
 
 # ultralytics' exports the CPU runs YOLO through: the cached name's ending and the export's options
-# (ONNX: a file, unsimplified, static; OpenVINO: an fp32 IR folder, complete once its metadata.yaml is there,
+# (ONNX: a file, unsimplified; OpenVINO: an fp32 IR folder, complete once its metadata.yaml is there). Both
 # with a dynamic input, so a 640x480 frame runs at 640x480 as with torch rather than letterboxed to 640x640:
-# 31.5-33.5 ms a frame against 36.6-40.2 static on machine B, YOLO11n-pose; the first run at a new size
-# compiles it, ~150 ms once).
+# OpenVINO 31.5-33.5 ms a frame against 36.6-40.2 static on machine B, YOLO11n-pose (the first run at a new
+# size compiles it, ~150 ms once); onnxruntime 74 ms against 124 static on machine A.
 EXPORTS = {
-    "onnx": (".onnx", {"simplify": False}),
+    "onnx": (".dynamic.onnx", {"simplify": False, "dynamic": True}),
     "openvino": (".dynamic_openvino_model", {"half": False, "dynamic": True}),
 }
 
 
 MAX_WH = 7680  # ultralytics' class offset for per-class NMS
-OWN_RUNNERS = {"openvino": "static per frame size, uint8 in (OpenVinoPose)"}  # a pose model without faces
+# this package's runners (`pose_runners`) of a pose model without faces: what the probe times, in its key
+OWN_RUNNERS = {
+    "openvino": "static per frame size, uint8 in (OpenVinoPose)",
+    "onnx": "dynamic, float in, threads not spinning (OnnxPose)",
+}
 
 
 def cached_export(model, weights: str, imgsz: int, fmt: str) -> str:
@@ -161,7 +165,7 @@ def runtime_choice(yolo, model, weights: str, imgsz: int, predict, own=None) -> 
     per machine, weights and input size, then cached (`measured.cached_choice`, the rule the encoder's
     runtime follows). A candidate whose export or first run fails (a broken install, an unwritable cache) is
     left out with the reason (`rejected`), and the start goes on with the others; torch is always there.
-    `own(runtime, export)`: the detector's own runner of an export (`OpenVinoPose`), timed instead of
+    `own(runtime, export)`: the detector's own runner of an export (`pose_runners`), timed instead of
     ultralytics' predict over it, or None where it has none."""
     from ..crops import sample_frame
     from ..machine import describe_cpu
@@ -236,8 +240,8 @@ class YoloDetector:
         self.cuda_graphs = cuda_graphs and str(device).startswith("cuda")
         self._device_model = None  # the pose module on the frame's device, made at the first detect_tensor
         self._graphs: dict[tuple, object] = {}  # per frame size: letterbox and forward, one CUDA graph
-        # A pose model without a face model on OpenVINO: this package's runner (`OpenVinoPose`), else
-        # ultralytics' predict
+        # A pose model without a face model on OpenVINO or onnxruntime: this package's runner
+        # (`pose_runners`), else ultralytics' predict
         self.runner = None
         self._runners: dict[str, object] = {}  # made by the probe, kept for the one it chooses
         self._faces_asked = bool(face_weights)
@@ -279,13 +283,14 @@ class YoloDetector:
         return model, path
 
     def _own(self, runtime: str, export: str):
-        """This package's runner of an export, where it has one: OpenVINO, a pose model, no face model. Made
-        once per runtime: the probe's runner is the one kept."""
-        from .openvino_pose import OpenVinoPose, pose_layout
+        """This package's runner of an export, where it has one: OpenVINO or onnxruntime, a pose model, no face
+        model. Made once per runtime: the probe's runner is the one kept."""
+        from .pose_runners import pose_runner
 
         if runtime not in self._runners:
-            usable = runtime == "openvino" and not self._faces_asked and pose_layout(export) is not None
-            self._runners[runtime] = OpenVinoPose(export, self.imgsz, self.confidence, self.max_det) if usable else None
+            self._runners[runtime] = (
+                None if self._faces_asked else pose_runner(runtime, export, self.imgsz, self.confidence, self.max_det)
+            )
         return self._runners[runtime]
 
     def _predict(self, model, bgr: np.ndarray, classes: list[int] | None):

@@ -31,7 +31,7 @@ from .errors import ConfigError, FerError
 from .head import Head
 from .labels import LabelSet, load_label_set
 from .machine import native_bf16
-from .measured import cached_choice, key, openvino_version, package_version, time_interleaved
+from .measured import CLOSE, SETTLE_ROUNDS, cached_choice, key, openvino_version, package_version, time_settled
 from .models import FerModel, create_model, load_model
 from .models.factory import read_checkpoint_meta
 from .params import DEFAULTS
@@ -200,7 +200,8 @@ def probe_frames(levels, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def probe_runtimes(make, pairs, levels, size: int) -> tuple[dict, dict]:
     """Each candidate built and compared with the first (torch fp32) on the sample frame's crops (minimum
-    per-crop cosine), then all timed there in turn (`time_interleaved`); (the choice, the backends built)."""
+    per-crop cosine), then all timed there in turn (`time_settled`: a close call timed again); (the choice, the
+    backends built)."""
     from .machine import describe_cpu
 
     frames = probe_frames(levels, size)
@@ -220,12 +221,15 @@ def probe_runtimes(make, pairs, levels, size: int) -> tuple[dict, dict]:
         built[(kind, prec)] = backend
         figures.append(row)
     calls = {pair: [lambda c=c, i=i, b=b: b.encode(c, i) for c, i in frames] for pair, b in built.items()}
-    for pair, per_frame in time_interleaved(calls).items():
+    timed, settled = time_settled(calls)
+    for pair, per_frame in timed.items():
         row = next(f for f in figures if (f["backend"], f["precision"]) == pair)
         row["ms"] = round(sum(per_frame), 2)
         row["ms_per_frame"] = {str(p): round(ms, 2) for p, ms in zip(PROBE_PERSONS, per_frame, strict=True)}
     best = pick(figures)
     choice = {"backend": best["backend"], "precision": best["precision"], "probed": True}
+    if settled:  # a close call: these two timed again, alone
+        choice["timed_again"] = [" ".join(pair) for pair in settled]
     return {**choice, "machine": describe_cpu(), "persons": list(PROBE_PERSONS), "figures": figures}, built
 
 
@@ -265,7 +269,9 @@ def describe_choice(choice: dict | None) -> str:
         for f in choice["figures"]
     )
     when = f"measured at the first start, cached in {choice['cached']}" if choice.get("cached") else "measured now"
-    return f"backend auto: {chosen} on {choice['machine']}; {when}: {rows}"
+    again = " and ".join(choice.get("timed_again", []))
+    again = f"; {again} within {CLOSE:.0%}: timed again, {SETTLE_ROUNDS} rounds" if again else ""
+    return f"backend auto: {chosen} on {choice['machine']}; {when}: {rows}{again}"
 
 
 def build_runtime(params: dict) -> Runtime:

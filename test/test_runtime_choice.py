@@ -108,7 +108,7 @@ def fixed_timings(tmp_path, monkeypatch):
                 fn()
         return {pair: [times[pair]] * len(fns) for pair, fns in calls.items()}
 
-    monkeypatch.setattr(runtime, "time_interleaved", timed)
+    monkeypatch.setattr(measured, "time_interleaved", timed)
     real_probe = runtime.probe_runtimes
 
     def probe(make, pairs, levels, size):
@@ -138,11 +138,60 @@ def test_the_probe_times_candidates_in_turn_each_after_each_other_alike():
     after = Counter((r[2 * i][0], r[2 * i + 2][0]) for r in rounds for i in range(2))
     assert len(after) == 6 and len(set(after.values())) == 1, after  # each ordered pair alike
     assert set(got) == {"a", "b", "c"} and all(len(v) == 2 and min(v) >= 0 for v in got.values())
+    assert measured.time_interleaved({}) == {}
     for n in range(1, 8):  # the orders themselves: permutations, each ordered pair next to each other alike
         rows = measured.balanced_orders(n)
         assert all(sorted(row) == list(range(n)) for row in rows)
         pairs = Counter((row[i], row[i + 1]) for row in rows for i in range(n - 1))
         assert len(pairs) == n * (n - 1) and len(set(pairs.values())) <= 1, n
+
+
+def test_a_close_call_is_timed_again_the_two_alone(monkeypatch):
+    """The two fastest within CLOSE of each other (each key's frames summed): those two timed again, alone,
+    SETTLE_ROUNDS rounds, and those figures decide; far apart, one timing."""
+    seen, answers = [], []
+
+    def timed(calls, rounds=measured.ROUNDS):
+        seen.append((sorted(calls), rounds))
+        return answers.pop(0)
+
+    monkeypatch.setattr(measured, "time_interleaved", timed)
+    calls = {k: [print, print] for k in "abc"}
+    answers[:] = [{"a": [50.0, 50.0], "b": [30.0, 30.0], "c": [33.0, 33.0]}, {"b": [35.0, 35.0], "c": [29.0, 31.0]}]
+    figures, again = measured.time_settled(calls)
+    assert seen == [(["a", "b", "c"], measured.ROUNDS), (["b", "c"], measured.SETTLE_ROUNDS)] and again == ["b", "c"]
+    assert figures == {"a": [50.0, 50.0], "b": [35.0, 35.0], "c": [29.0, 31.0]}
+    for b, c, close in ((30.0, 33.0, True), (30.0, 33.1, False), (33.0, 30.0, True), (30.0, 40.0, False)):
+        seen.clear()
+        answers[:] = [{"a": [50.0], "b": [b], "c": [c]}, {"b": [b], "c": [c]}]
+        assert bool(measured.time_settled({k: [print] for k in "abc"})[1]) == close == (len(seen) == 2), (b, c)
+    answers[:] = [{"a": [50.0]}]
+    assert measured.time_settled({"a": [print]}) == ({"a": [50.0]}, [])
+
+
+def test_the_detector_probe_settles_a_close_call_and_says_so(tmp_path, monkeypatch):
+    """onnxruntime and OpenVINO within 10 % at the first timing: timed again, and the second timing decides
+    (OpenVINO here, where the first had onnxruntime ahead); the start's note says so."""
+    from ultralytics import YOLO
+
+    from ros_fer.detection.yolo import YoloDetector
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    weights = tmp_path / "pose.pt"
+    YOLO("yolo11n-pose.yaml").save(str(weights))
+    answers = [{"torch": [90.0], "onnx": [60.0], "openvino": [64.0]}, {"onnx": [66.0], "openvino": [55.0]}]
+    seen = []
+
+    def timed(calls, rounds=measured.ROUNDS):
+        seen.append(sorted(calls))
+        return answers.pop(0)
+
+    monkeypatch.setattr(measured, "time_interleaved", timed)
+    det = YoloDetector(str(weights), runtime="auto", imgsz=320)
+    assert seen == [["onnx", "openvino", "torch"], ["onnx", "openvino"]]
+    assert det.runtime == "openvino" and det.choice["ms"] == {"torch": 90.0, "onnx": 66.0, "openvino": 55.0}
+    assert det.choice["timed_again"] == ["onnx", "openvino"]
+    assert "onnx and openvino within 10%: timed again, 12 rounds" in det.notes[0]
 
 
 def tiny_params(**over):
@@ -184,6 +233,18 @@ def test_a_less_accurate_candidate_is_never_chosen(fixed_timings, monkeypatch):
     times[("torch", "bf16")] = times[("openvino", "bf16")] = 500.0  # slower than fp32 now (another model)
     chosen = runtime.build_runtime(tiny_params(labels="caers"))
     assert (chosen.backend.name, chosen.backend.precision) == ("torch", "fp32")
+
+
+def test_the_encoder_probe_times_a_close_call_again_and_says_so(fixed_timings):
+    times, state = fixed_timings
+    times[("torch", "bf16")] = 32.0  # within 10 % of onnxruntime int8's 30 ms
+    chosen = runtime.build_runtime(tiny_params())
+    assert (chosen.backend.name, chosen.backend.precision) == ("onnxruntime", "int8")
+    assert chosen.choice["timed_again"] == ["onnxruntime int8", "torch bf16"]
+    line = runtime.describe_choice(chosen.choice)
+    assert line.endswith("; onnxruntime int8 and torch bf16 within 10%: timed again, 12 rounds"), line
+    times[("torch", "bf16")] = 34.0  # 13 % behind: one timing
+    assert "timed_again" not in runtime.build_runtime(tiny_params(labels="caers")).choice
 
 
 def test_an_explicit_backend_or_precision_always_wins(fixed_timings):

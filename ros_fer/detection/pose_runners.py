@@ -11,7 +11,7 @@ letterbox undone).
 - onnxruntime: one session whose threads sleep after each run (`session.intra_op.allow_spinning` 0).
   ultralytics' own session spins them on: on machine A (AMD EPYC, 2 cores) torch's detection right after it
   took 134 ms against 85 ms after the encoder, and the probe's figure for whichever runtime it timed next
-  was worth nothing."""
+  was inflated."""
 
 from __future__ import annotations
 

@@ -169,7 +169,7 @@ def runtime_choice(yolo, model, weights: str, imgsz: int, predict, own=None) -> 
     ultralytics' predict over it, or None where it has none."""
     from ..crops import sample_frame
     from ..machine import describe_cpu
-    from ..measured import cached_choice, time_interleaved
+    from ..measured import cached_choice, time_settled
 
     frame = sample_frame(2)[0]
     rgb = np.ascontiguousarray(frame[:, :, ::-1])
@@ -192,8 +192,11 @@ def runtime_choice(yolo, model, weights: str, imgsz: int, predict, own=None) -> 
                 if name == "torch":
                     raise
                 rejected[name] = f"{type(exc).__name__}: {exc}"[:300]
-        ms = {name: round(per[0], 2) for name, per in time_interleaved(calls).items()}  # all timed in turn
+        timed, settled = time_settled(calls)  # all timed in turn; a close call timed again, the two alone
+        ms = {name: round(per[0], 2) for name, per in timed.items()}
         choice = {"runtime": min(ms, key=ms.get), "ms": ms, "imgsz": imgsz, "machine": describe_cpu()}
+        if settled:
+            choice["timed_again"] = settled
         return {**choice, "rejected": rejected} if rejected else choice
 
     key = {"weights": weights_digest(weights), "imgsz": imgsz, "runtimes": names}
@@ -203,10 +206,14 @@ def runtime_choice(yolo, model, weights: str, imgsz: int, predict, own=None) -> 
 
 
 def describe_detector_choice(choice: dict) -> str:
+    from ..measured import CLOSE, SETTLE_ROUNDS
+
     ms = ", ".join(f"{name} {v:.0f} ms" for name, v in choice["ms"].items())
     when = f"cached in {choice['cached']}" if choice.get("cached") else "measured now"
     left_out = "".join(f"; {name} left out ({why})" for name, why in choice.get("rejected", {}).items())
-    return f"detector_runtime auto: {choice['runtime']} at imgsz {choice['imgsz']} ({ms}; {when}{left_out})"
+    again = " and ".join(choice.get("timed_again", []))
+    again = f"; {again} within {CLOSE:.0%}: timed again, {SETTLE_ROUNDS} rounds" if again else ""
+    return f"detector_runtime auto: {choice['runtime']} at imgsz {choice['imgsz']} ({ms}{again}; {when}{left_out})"
 
 
 class YoloDetector:

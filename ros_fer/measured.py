@@ -117,6 +117,13 @@ def time_settled(calls: dict) -> tuple[dict, list]:
     return figures, pair
 
 
+def said_timed_again(choice: dict) -> str:
+    """The log line's words for a choice whose close call was timed again (`time_settled`), '' for one that
+    was not."""
+    again = " and ".join(choice.get("timed_again", []))
+    return f"; {again} within {CLOSE:.0%}: timed again, {SETTLE_ROUNDS} rounds" if again else ""
+
+
 def balanced_orders(n: int) -> list[list[int]]:
     """Orders of 0..n-1 in which each ordered pair (a, then b) stands next to each other equally often: the
     rows of a balanced (Williams) Latin square, n rows for an even n, 2n for an odd one (its rows reversed

@@ -31,7 +31,7 @@ from .errors import ConfigError, FerError
 from .head import Head
 from .labels import LabelSet, load_label_set
 from .machine import native_bf16
-from .measured import CLOSE, SETTLE_ROUNDS, cached_choice, key, openvino_version, package_version, time_settled
+from .measured import cached_choice, key, openvino_version, package_version, said_timed_again, time_settled
 from .models import FerModel, create_model, load_model
 from .models.factory import read_checkpoint_meta
 from .params import DEFAULTS
@@ -269,9 +269,7 @@ def describe_choice(choice: dict | None) -> str:
         for f in choice["figures"]
     )
     when = f"measured at the first start, cached in {choice['cached']}" if choice.get("cached") else "measured now"
-    again = " and ".join(choice.get("timed_again", []))
-    again = f"; {again} within {CLOSE:.0%}: timed again, {SETTLE_ROUNDS} rounds" if again else ""
-    return f"backend auto: {chosen} on {choice['machine']}; {when}: {rows}{again}"
+    return f"backend auto: {chosen} on {choice['machine']}; {when}: {rows}{said_timed_again(choice)}"
 
 
 def build_runtime(params: dict) -> Runtime:

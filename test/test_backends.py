@@ -67,6 +67,8 @@ def test_image_side_normalises_like_the_model(exported):
 def test_onnxruntime_fp32_parity_with_torch_at_any_batch(exported):
     model, path = exported
     ort_backend, torch_backend = OnnxRuntimeBackend(path), TorchBackend(model)
+    options = ort_backend.session.get_session_options()  # its threads sleep after a run, as YOLO's runner's
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     for batch in (1, 3, 7):  # the batch axis is dynamic: 2 was only the export example
         crops = crops_for(model, batch, seed=batch)
         ours = ort_backend.encode(crops)

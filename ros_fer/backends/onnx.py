@@ -229,6 +229,20 @@ def _parse_meta(path: str) -> dict:
     raise FerError(f"{path} was not exported by ros_fer (no {META_KEY!r} metadata)")
 
 
+def session_options(threads: int | None = None):
+    """onnxruntime session options as this package makes every session (the encoder's, YOLO's runner):
+    `threads` intra-op threads (None or 0: onnxruntime's default, one per core) that sleep after each run.
+    onnxruntime's threads spin after each run by default, on the cores YOLO and tracking need next: a frame's
+    detection took 104 ms beside a spinning int8 encoder against 66-72 ms beside torch (README)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
@@ -241,18 +255,13 @@ class OnnxRuntimeBackend:
         self.meta = read_onnx_meta(self.path)
         self.precision = self.meta["precision"]
         self.output_names = tuple(self.meta["outputs"])
-        options = ort.SessionOptions()
+        options = session_options(threads)
         # fp16 graphs crashed onnxruntime 1.31 at session creation under ORT_ENABLE_ALL; EXTENDED is safe.
         options.graph_optimization_level = (
             ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
             if self.precision == "fp16"
             else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         )
-        if threads:
-            options.intra_op_num_threads = threads
-        # onnxruntime's threads spin after each run by default, on the cores YOLO and tracking need next: a
-        # frame's detection took 104 ms beside a spinning int8 encoder against 66-72 ms beside torch (README).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         self.device = "cpu"
         if str(device).startswith("cuda"):

@@ -174,13 +174,13 @@ class OnnxPose(PoseRunner):
 
 
 def onnx_session(path: str | Path, threads: int):
-    """An onnxruntime CPU session of `path` on `threads` intra-op threads that sleep after each run."""
+    """An onnxruntime CPU session of `path` on `threads` intra-op threads that sleep after each run
+    (`backends.onnx.session_options`, as the encoder's)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, threads)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from ..backends.onnx import session_options
+
+    return ort.InferenceSession(str(path), session_options(max(1, threads)), providers=["CPUExecutionProvider"])
 
 
 def pose_runner(runtime: str, export: str | Path, imgsz: int, conf: float, max_det: int) -> PoseRunner | None:

@@ -206,13 +206,12 @@ def runtime_choice(yolo, model, weights: str, imgsz: int, predict, own=None) -> 
 
 
 def describe_detector_choice(choice: dict) -> str:
-    from ..measured import CLOSE, SETTLE_ROUNDS
+    from ..measured import said_timed_again
 
     ms = ", ".join(f"{name} {v:.0f} ms" for name, v in choice["ms"].items())
     when = f"cached in {choice['cached']}" if choice.get("cached") else "measured now"
     left_out = "".join(f"; {name} left out ({why})" for name, why in choice.get("rejected", {}).items())
-    again = " and ".join(choice.get("timed_again", []))
-    again = f"; {again} within {CLOSE:.0%}: timed again, {SETTLE_ROUNDS} rounds" if again else ""
+    again = said_timed_again(choice)
     return f"detector_runtime auto: {choice['runtime']} at imgsz {choice['imgsz']} ({ms}{again}; {when}{left_out})"
 
 

@@ -103,13 +103,14 @@ def time_interleaved(calls: dict, rounds: int = ROUNDS) -> dict:
     return {k: [float(np.median(s)) for s in per] for k, per in samples.items()}
 
 
-def time_settled(calls: dict) -> tuple[dict, list]:
-    """`time_interleaved`'s figures, with a close call settled: where the two fastest (each key's callables
-    summed) came within CLOSE of each other, a shared machine's noise would pick between them, so those two
-    are timed again, alone, SETTLE_ROUNDS rounds, and those figures replace theirs. Returns (key -> [the
-    median ms of each callable], the keys timed again: none or the two)."""
+def time_settled(calls: dict, eligible=None) -> tuple[dict, list]:
+    """`time_interleaved`'s figures, with a close call settled: where the two fastest of the `eligible` keys
+    (None: all; a candidate below its accuracy floor is timed, for the record, but can never be chosen)
+    came within CLOSE of each other (each key's callables summed), a shared machine's noise would pick between
+    them, so those two are timed again, alone, SETTLE_ROUNDS rounds, and those figures replace theirs.
+    Returns (key -> [the median ms of each callable], the keys timed again: none or the two)."""
     figures = time_interleaved(calls)
-    ranked = sorted(figures, key=lambda k: sum(figures[k]))
+    ranked = sorted((k for k in figures if eligible is None or k in eligible), key=lambda k: sum(figures[k]))
     if len(ranked) < 2 or sum(figures[ranked[1]]) > sum(figures[ranked[0]]) * (1 + CLOSE):
         return figures, []
     pair = ranked[:2]

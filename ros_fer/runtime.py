@@ -221,7 +221,8 @@ def probe_runtimes(make, pairs, levels, size: int) -> tuple[dict, dict]:
         built[(kind, prec)] = backend
         figures.append(row)
     calls = {pair: [lambda c=c, i=i, b=b: b.encode(c, i) for c, i in frames] for pair, b in built.items()}
-    timed, settled = time_settled(calls)
+    eligible = {(f["backend"], f["precision"]) for f in figures if not f.get("rejected")}  # what `pick` may take
+    timed, settled = time_settled(calls, eligible)
     for pair, per_frame in timed.items():
         row = next(f for f in figures if (f["backend"], f["precision"]) == pair)
         row["ms"] = round(sum(per_frame), 2)

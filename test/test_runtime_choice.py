@@ -247,6 +247,17 @@ def test_the_encoder_probe_times_a_close_call_again_and_says_so(fixed_timings):
     assert "timed_again" not in runtime.build_runtime(tiny_params(labels="caers")).choice
 
 
+def test_a_close_call_is_between_candidates_that_can_be_chosen(fixed_timings, monkeypatch):
+    """int8 below its floor (timed, never chosen): the close call is between the two fastest of the rest."""
+    times, state = fixed_timings
+    monkeypatch.setitem(runtime.COSINE_FLOORS, "int8", 0.99999999)
+    times[("torch", "bf16")] = 95.0  # within 10 % of torch fp32's 100 ms; int8 (30, 35 ms) far ahead of both
+    times[("openvino", "bf16")] = 500.0  # where it can be built (a CPU with native bf16): far behind
+    chosen = runtime.build_runtime(tiny_params())
+    assert (chosen.backend.name, chosen.backend.precision) == ("torch", "bf16")
+    assert chosen.choice["timed_again"] == ["torch bf16", "torch fp32"]
+
+
 def test_an_explicit_backend_or_precision_always_wins(fixed_timings):
     times, state = fixed_timings
     explicit = runtime.build_runtime(tiny_params(backend="torch"))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing of the core modules (not part of CI): mutmut changes one thing at a time in
-# ros_fer/{crops,tracking,head,labels,text_bank,image_conv,pipeline,adapt,backends/graphs}.py ([mutmut] in setup.cfg) and runs the
+# ros_fer/{crops,tracking,head,labels,text_bank,image_conv,pipeline,adapt,backends/graphs,measured}.py ([mutmut] in setup.cfg) and runs the
 # fast tests that reach it; a mutant the tests let through is a feature no test checks.
 #   bash scripts/mutation.sh            # run (resumes where a stopped run left off), then the score
 #   bash scripts/mutation.sh --score    # the score of the last run only
@@ -21,7 +21,11 @@ if [ ! -x "$mv/bin/mutmut" ]; then
   .venv/bin/python -m pip --python "$mv/bin/python" install -q mutmut==3.8.1
 fi
 export HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0 OMP_NUM_THREADS=1
-export YOLO_CONFIG_DIR=${YOLO_CONFIG_DIR:-$(mktemp -d)}
+if [ -z "${YOLO_CONFIG_DIR:-}" ]; then  # ultralytics' settings for this run only
+  YOLO_CONFIG_DIR=$(mktemp -d)
+  trap 'rm -rf "$YOLO_CONFIG_DIR"' EXIT
+fi
+export YOLO_CONFIG_DIR
 if [ "${1:-}" != "--score" ]; then
   "$mv/bin/mutmut" run --max-children "${MUTATION_JOBS:-$(getconf _NPROCESSORS_ONLN)}" "$@" || true
 fi

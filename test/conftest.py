@@ -1,12 +1,16 @@
 """The suite's offline environment, set before anything imports open_clip, huggingface_hub or ultralytics."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["YOLO_OFFLINE"] = "1"
 os.environ["YOLO_AUTOINSTALL"] = "0"
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ros_fer_yolo_"))
+if "YOLO_CONFIG_DIR" not in os.environ:  # ultralytics' settings for this run only, removed when it ends
+    os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="ros_fer_yolo_")
+    atexit.register(shutil.rmtree, os.environ["YOLO_CONFIG_DIR"], True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -167,6 +167,10 @@ def test_a_close_call_is_timed_again_the_two_alone(monkeypatch):
         assert bool(measured.time_settled({k: [print] for k in "abc"})[1]) == close == (len(seen) == 2), (b, c)
     answers[:] = [{"a": [50.0]}]
     assert measured.time_settled({"a": [print]}) == ({"a": [50.0]}, [])
+    # two candidates only, the slower exactly CLOSE behind (a margin exact in floats): a close call, settled
+    monkeypatch.setattr(measured, "CLOSE", 0.5)
+    answers[:] = [{"a": [2.0], "b": [3.0]}, {"a": [2.5], "b": [2.0]}]
+    assert measured.time_settled({k: [print] for k in "ab"}) == ({"a": [2.5], "b": [2.0]}, ["a", "b"])
 
 
 def test_the_detector_probe_settles_a_close_call_and_says_so(tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ from . import messages
 from .annotate import draw
 from .errors import FerError, WeightsUnavailableError
 from .image_conv import ImageError, as_bgr, bgr_to_fields, check_compressed, check_image, image_pixels
+from .machine import flush_denormals
 from .messages import Kit
 from .overrides import nearest
 from .params import DEFAULTS, NODE, PARAMS, RUNTIME, load_params, unknown_overrides
@@ -234,6 +235,7 @@ class FerNode(LifecycleNode):
         self.slot.put((msg, size, time.monotonic()))
 
     def _work(self) -> None:
+        flush_denormals()  # this thread's own floating-point mode, whichever thread started it
         last = 0.0
         while not self.stop.is_set():
             rate = self.params["max_rate"]

@@ -19,6 +19,7 @@ from .crops import CropBatch, CropGraphs, Person, associate, crop_batch, crop_ba
 from .detection import Detections, Detector, create_detector
 from .errors import ConfigError, InputShapeError
 from .image_conv import decode_bytes, decode_jpeg_tensor, is_jpeg
+from .machine import flush_denormals
 from .runtime import Runtime, build_runtime, describe_choice, graphs_on, resolve_device
 from .tracking import Tracker
 
@@ -248,6 +249,8 @@ class Pipeline:
     def from_params(cls, params: dict) -> Pipeline:
         if params["warmup_frame"]:
             parse_frame_size(params["warmup_frame"])  # a typo fails before anything loads
+        # before any runtime starts its threads (they inherit it) and before the probes time anything
+        flush_denormals()
         runtime = build_runtime(params)
         detector = detector_from_params(params)
         tracker = Tracker(

@@ -429,3 +429,54 @@ def test_tracks_are_assigned_while_the_scores_are_computed(tmp_path):
         assert [p.track_id for p in result.persons] == [w.track_id for w in want]
         np.testing.assert_allclose([p.scores for p in result.persons], [w.scores for w in want], rtol=1e-6)
         assert frame == 0 or all(p.track_id != UNTRACKED for p in result.persons)  # confirmed from frame 2
+
+
+DENORMAL_CHECK = r"""
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper
+
+
+def through_onnxruntime():  # a session made now: its Mul runs on this thread
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "one"], ["y"])],
+        "times_one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return float(session.run(None, {"x": np.array([1e-39], np.float32)})[0][0])
+
+
+tiny = torch.tensor([1e-39])  # a denormal in fp32
+before = [float(tiny * 1.0), through_onnxruntime()]
+from ros_fer.params import load_params
+from ros_fer.pipeline import Pipeline
+
+Pipeline.from_params(load_params(None, {"backbone": "tiny-random", "pretrained": "", "backend": "torch"}))
+later = []
+thread = threading.Thread(target=lambda: later.append(float(tiny * 1.0)))
+thread.start()
+thread.join()
+print((before, [float(tiny * 1.0), later[0], through_onnxruntime()]))
+"""
+
+
+def test_a_pipeline_reads_denormals_as_zero_on_its_thread_and_those_started_after():
+    """Built, a pipeline has this thread (and threads started after it, and onnxruntime on it) read a
+    denormal float as zero (FTZ/DAZ: `machine.flush_denormals`); before, 1e-39 stays 1e-39. A fresh process:
+    the mode is per thread, and what ran before in this one may have set it."""
+    import ast
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", DENORMAL_CHECK], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, after = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert before == pytest.approx([1e-39, 1e-39], rel=1e-3), before
+    assert after == [0.0, 0.0, 0.0], after

@@ -71,10 +71,10 @@ def int8_saturates(isa=None) -> bool:
 def flush_denormals() -> bool:
     """From now on this thread, and the threads it starts later (they inherit its floating-point mode), treat
     denormal floats (below ~1.2e-38 in fp32) as zero: x86's FTZ and DAZ, through torch. A denormal costs a
-    CPU tens to hundreds of cycles per operation. Whether a process ran with the flags depended on what it had
-    run before (torch's first matrix product sets them on its thread), so the same YOLO on OpenVINO took 82-108 ms in
-    a bare process and 47-64 ms with them, on machine A (README). Inference only: no feature moves at that
-    scale. Returns whether the CPU supports it."""
+    CPU tens to hundreds of cycles per operation. Whether a process ran with the flags depended on what it
+    had run before (torch's first matrix product sets them on its thread), so the same YOLO on OpenVINO took
+    82-108 ms in a bare process and 47-64 ms with them, on machine A (README). Inference only: no feature
+    moves at that scale. Returns whether the CPU supports it."""
     import torch
 
     return bool(torch.set_flush_denormal(True))

@@ -109,14 +109,13 @@ class PoseRunner:
 class OpenVinoPose(PoseRunner):
     """ultralytics' OpenVINO export, compiled per letterboxed frame size (MAX_SHAPES kept), uint8 RGB in."""
 
-    def __init__(self, folder: str | Path, imgsz: int, conf: float, max_det: int, iou: float = 0.7):
+    def __init__(
+        self, folder: str | Path, layout: tuple[int, int], imgsz: int, conf: float, max_det: int, iou: float = 0.7
+    ):
         import torch
 
         from ..backends.openvino import import_openvino, shared_core
 
-        layout = pose_layout(folder)
-        if layout is None:
-            raise ConfigError(f"{folder}: not a YOLO pose export this runner decodes (task pose, no end2end head)")
         super().__init__(layout, imgsz, conf, max_det, iou)
         xmls = sorted(Path(folder).glob("*.xml"))
         if not xmls:
@@ -189,7 +188,8 @@ def pose_runner(runtime: str, export: str | Path, imgsz: int, conf: float, max_d
     import torch
 
     if runtime == "openvino":
-        return OpenVinoPose(export, imgsz, conf, max_det) if pose_layout(export) is not None else None
+        layout = pose_layout(export)
+        return OpenVinoPose(export, layout, imgsz, conf, max_det) if layout is not None else None
     if runtime == "onnx":
         session = onnx_session(export, torch.get_num_threads())
         layout = onnx_layout(export, session.get_modelmeta().custom_metadata_map)

@@ -534,3 +534,66 @@ def test_detector_runtime_auto_leaves_out_a_runtime_whose_export_fails(tmp_path,
     assert all(why.startswith(("FileExistsError", "NotADirectoryError")) for why in det.choice["rejected"].values())
     assert "onnx left out (" in det.notes[0] and "openvino left out (" in det.notes[0]
     assert det.detect(np.zeros((240, 320, 3), np.uint8)).bodies.shape[1] == 5  # it runs, on torch
+
+
+def test_yolo_exports_leave_the_weights_folder_as_it_was(tmp_path, monkeypatch):
+    """ultralytics writes an export beside the weights file it loaded. A user's own exports of the same names
+    there (their pose.onnx, their pose_openvino_model/) stay as they were; the cache gets its own, which run,
+    and no scratch folder is left behind."""
+    from ultralytics import YOLO
+
+    from ros_fer.detection.yolo import YoloDetector, yolo_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "weights"
+    (folder / "pose_openvino_model").mkdir(parents=True)
+    weights = folder / "pose.pt"
+    YOLO("yolo11n-pose.yaml").save(str(weights))
+    (folder / "pose.onnx").write_bytes(b"the user's own ONNX export")
+    (folder / "pose_openvino_model" / "pose.xml").write_text("the user's own OpenVINO export")
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    frame = np.ascontiguousarray(photo("zidane.jpg")[:480, :640, ::-1])
+    for name in ("onnx", "openvino"):
+        det = YoloDetector(str(weights), runtime=name, imgsz=320)
+        assert det.runtime == name and det.detect(frame).bodies.shape[1] == 5
+    assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert sorted(p.name.split(".", 2)[2] for p in yolo_cache().iterdir()) == [
+        "320.dynamic.onnx",
+        "320.dynamic_openvino_model",
+    ]
+
+
+READ_ONLY_WEIGHTS = """
+import sys
+from ros_fer.detection.yolo import YoloDetector
+det = YoloDetector(sys.argv[1], runtime=sys.argv[2], imgsz=320)
+print(det.runtime, type(det.runner).__name__)
+"""
+
+
+@pytest.mark.parametrize("name", ["onnx", "openvino"])
+def test_yolo_exports_from_weights_in_a_read_only_folder(tmp_path, name):
+    """Weights installed where the node's user may not write (a read-only bind mount, which binds root too): the
+    export is made in the cache and runs."""
+    from ultralytics import YOLO
+
+    folder, cache = tmp_path / "weights", tmp_path / "cache"
+    folder.mkdir()
+    YOLO("yolo11n-pose.yaml").save(str(folder / "pose.pt"))
+    script = tmp_path / "detector.py"
+    script.write_text(READ_ONLY_WEIGHTS)
+    mount = f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder}"
+    if subprocess.run(["unshare", "--mount", "sh", "-c", mount], capture_output=True, timeout=30).returncode:
+        pytest.skip("needs `unshare --mount` (root or CAP_SYS_ADMIN) for a read-only bind mount")
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}
+    run = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", f'{mount} && ! touch {folder}/x && exec "$0" "$@"']
+        + [sys.executable, str(script), str(folder / "pose.pt"), name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-2:] == [name, {"onnx": "OnnxPose", "openvino": "OpenVinoPose"}[name]]
+    assert sorted(p.name for p in folder.iterdir()) == ["pose.pt"]

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -125,13 +126,35 @@ def cached_export(model, weights: str, imgsz: int, fmt: str) -> str:
     yolo_cache()."""
     ending, options = EXPORTS[fmt]
     target = yolo_cache() / f"{Path(weights).stem}.{weights_digest(weights)}.{imgsz}{ending}"
-    if not (target.is_file() or (target / "metadata.yaml").is_file()):
-        target.parent.mkdir(parents=True, exist_ok=True)
+    if _complete(target):
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # ultralytics writes an export beside the weights file it loaded: into a folder that may be read-only, over
+    # a file of the user's own of the same name (their pose.onnx). So it exports a link to the weights in a
+    # scratch folder of the cache, one per start: two starts exporting at once never share a file either.
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as scratch:
+        link = Path(scratch) / "weights.pt"
+        try:
+            link.symlink_to(Path(weights).resolve())
+        except OSError:  # no links on this file system
+            shutil.copyfile(weights, link)
+        source = type(model)(str(link), task=model.task)
         with torch_threads():  # its device set-up leaves torch on cores - 1 threads (1 of 2) for good
-            made = Path(model.export(format=fmt, imgsz=imgsz, verbose=False, **{"dynamic": False, **options}))
-        shutil.rmtree(target, ignore_errors=True)  # a folder an interrupted export left
-        shutil.move(str(made), target)
+            made = Path(source.export(format=fmt, imgsz=imgsz, verbose=False, **{"dynamic": False, **options}))
+        if not _complete(target):  # else another start made it meanwhile: that one is kept
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)  # a folder an interrupted export left
+            try:
+                os.replace(made, target)
+            except OSError:  # a folder put there by another start in the meantime
+                if not _complete(target):
+                    raise
     return str(target)
+
+
+def _complete(export: Path) -> bool:
+    """A cached export whole: the ONNX file (put in place in one rename), or an IR folder with its metadata."""
+    return export.is_file() or (export / "metadata.yaml").is_file()
 
 
 def runtime_candidates() -> list[str]:

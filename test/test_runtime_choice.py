@@ -73,6 +73,19 @@ def test_bf16_is_offered_only_where_the_cpu_has_it():
     assert ("onnxruntime", "int8") not in runtime.runtime_candidates("cpu", ISA_AMX, graphs_of=("fp32",))
 
 
+def test_precision_auto_per_backend_follows_the_cpu(monkeypatch):
+    """`precision: auto` with a backend named: OpenVINO in bf16 only where the CPU has it natively (elsewhere
+    OpenVINO would quietly run fp32 under a bf16 name), onnxruntime int8, torch fp32; fp16 on CUDA."""
+    for isa, openvino in ((ISA_AMX, "bf16"), (["avx2", "fma", "avx512f", "avx512_vnni"], "fp32"), (["avx2"], "fp32")):
+        info = {"model": "Test CPU", "isa": isa, "arch": "x86_64", "cores": 2, "vnni": False}
+        monkeypatch.setattr(machine, "cpu_info", lambda info=info: info)
+        assert runtime.resolve_precision("auto", "cpu", "openvino") == openvino, isa
+        assert runtime.resolve_precision("auto", "cpu", "onnxruntime") == "int8"
+        assert runtime.resolve_precision("auto", "cpu", "torch") == "fp32"
+        assert runtime.resolve_precision("auto", "cuda:0", "torch") == "fp16"
+        assert runtime.resolve_precision("bf16", "cpu", "onnxruntime") == "bf16"  # explicit: as given
+
+
 def test_the_fastest_accurate_candidate_is_picked():
     def row(backend, precision, ms, cosine):
         return {"backend": backend, "precision": precision, "ms": ms, "min_cosine": cosine}
@@ -85,6 +98,8 @@ def test_the_fastest_accurate_candidate_is_picked():
     assert runtime.pick(figures)["precision"] == "bf16"
     figures[1]["min_cosine"] = 0.998  # bf16's floor is 0.999
     assert runtime.pick(figures)["precision"] == "int8"
+    figures[1]["min_cosine"] = 0.999  # at its floor: fit (the floors are "at least")
+    assert runtime.pick(figures)["precision"] == "bf16"
     assert runtime.pick([row("torch", "fp32", 100, 1.0), {**row("onnxruntime", "int8", None, None)}])["ms"] == 100
 
 
@@ -272,7 +287,11 @@ def test_an_explicit_backend_or_precision_always_wins(fixed_timings):
     openvino = runtime.build_runtime(tiny_params(backend="openvino", precision="fp32"))
     assert (openvino.backend.name, openvino.backend.precision) == ("openvino", "fp32") and openvino.choice is None
     assert state["probes"] == 0
-    # backend auto, precision given: only that precision's candidates (int8: OpenVINO's and onnxruntime's)
+    # backend auto, precision given: one candidate (fp32 on this AMX CPU: OpenVINO runs bf16 here) is taken unprobed
+    alone = runtime.build_runtime(tiny_params(precision="fp32"))
+    assert (alone.backend.name, alone.backend.precision) == ("torch", "fp32")
+    assert alone.choice["probed"] is False and alone.choice["figures"] == [] and state["probes"] == 0
+    # more: only that precision's candidates, probed (int8: OpenVINO's and onnxruntime's)
     only = runtime.build_runtime(tiny_params(precision="int8"))
     assert (only.backend.name, only.backend.precision) == ("onnxruntime", "int8")
     assert [(f["backend"], f["precision"]) for f in only.choice["figures"]] == [

@@ -241,6 +241,21 @@ def test_the_probe_choice_is_cached_and_measured_again_when_anything_changes(fix
     )
     runtime.build_runtime(tiny_params())  # another CPU: measured again
     assert state["probes"] == 4
+    other_flags = [flag for flag in ISA_AMX if flag != "fma"]  # one flag fewer, the same candidates
+    fewer = {"model": "Other CPU", "isa": other_flags, "arch": "x86_64", "cores": 2, "vnni": True}
+    monkeypatch.setattr(machine, "cpu_info", lambda: fewer)
+    runtime.build_runtime(tiny_params())
+    assert state["probes"] == 5
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 7)  # another thread count: measured again
+    runtime.build_runtime(tiny_params())
+    assert state["probes"] == 6
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "__version__", "0.0.1")  # another onnxruntime
+    runtime.build_runtime(tiny_params())
+    assert state["probes"] == 7
+    runtime.build_runtime(tiny_params())  # and nothing changed since: the cache
+    assert state["probes"] == 7
 
 
 def test_a_less_accurate_candidate_is_never_chosen(fixed_timings, monkeypatch):

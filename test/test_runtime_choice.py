@@ -546,6 +546,8 @@ def test_detector_runtime_auto_measures_once_and_caches(tmp_path, monkeypatch):
     assert "detector_runtime auto:" in first.notes[0] and "measured now" in first.notes[0]
     again = YoloDetector(str(weights), runtime="auto", imgsz=320)
     assert again.choice["cached"] and again.runtime == first.runtime and again.choice["ms"] == first.choice["ms"]
+    other_size = YoloDetector(str(weights), runtime="auto", imgsz=256)  # another input size: measured again
+    assert "cached" not in other_size.choice and other_size.choice["imgsz"] == 256
     explicit = YoloDetector(str(weights), runtime="torch", imgsz=320)
     assert explicit.runtime == "torch" and explicit.choice is None
 

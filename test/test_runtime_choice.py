@@ -597,6 +597,12 @@ def test_yolo_exports_leave_the_weights_folder_as_it_was(tmp_path, monkeypatch):
         "320.dynamic.onnx",
         "320.dynamic_openvino_model",
     ]
+    exports = []  # a later start reads the cached exports: ultralytics exports nothing again
+    real_export = YOLO.export
+    monkeypatch.setattr(YOLO, "export", lambda self, **kw: exports.append(kw) or real_export(self, **kw))
+    for name in ("onnx", "openvino"):
+        assert YoloDetector(str(weights), runtime=name, imgsz=320).runtime == name
+    assert exports == []
 
 
 READ_ONLY_WEIGHTS = """

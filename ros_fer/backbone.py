@@ -3,7 +3,6 @@ plus token-level encoders (per-token text features, prompted image tokens) the m
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -19,7 +18,7 @@ from open_clip.transformer import text_global_pool
 from torch import nn
 
 from .errors import CheckpointError, ConfigError, WeightsUnavailableError
-from .paths import config_dir
+from .paths import config_dir, file_sha256
 
 TINY = "tiny-random"
 PROBE_TIMEOUT_S = 3.0
@@ -56,14 +55,6 @@ class BackboneSpec:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "pretrained": self.pretrained, "checkpoint": self.checkpoint, "seed": self.seed}
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_id(spec: BackboneSpec) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -69,6 +70,21 @@ def remembered(path: Path, memo: Path, field: str, compute: Callable[[], object]
     except OSError:
         pass
     return value
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """A file's SHA-256, read in blocks: a graph of hundreds of MB is never held whole."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digest(path: Path, memo: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256, remembered in `memo` (`remembered`), so a later start does
+    not read and hash a file of hundreds of MB again (~0.5 s for ViT-B-32's graph)."""
+    return remembered(path, memo, "sha256", lambda: file_sha256(path), lambda v: isinstance(v, str))[:16]
 
 
 def cache_dir() -> Path:

@@ -470,7 +470,7 @@ def test_the_int8_cache_key_hash_is_remembered_by_size_and_time(tmp_path):
     import hashlib
     import os
 
-    from ros_fer.backends.openvino import file_digest
+    from ros_fer.paths import file_digest
 
     graph, memo = tmp_path / "g.onnx", tmp_path / "int8" / "digests.json"
     graph.write_bytes(b"a" * 1000)

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -575,12 +576,18 @@ def test_detector_runtime_auto_leaves_out_a_runtime_whose_export_fails(tmp_path,
 def test_yolo_exports_leave_the_weights_folder_as_it_was(tmp_path, monkeypatch):
     """ultralytics writes an export beside the weights file it loaded. A user's own exports of the same names
     there (their pose.onnx, their pose_openvino_model/) stay as they were; the cache gets its own, which run,
-    and no scratch folder is left behind."""
+    and no scratch folder is left behind: not this start's, nor one an export killed two hours ago left (a
+    kill skips the clean-up), while one touched a minute ago (another start exporting now) is left alone."""
     from ultralytics import YOLO
 
     from ros_fer.detection.yolo import YoloDetector, yolo_cache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    killed, busy = yolo_cache() / ".export-killed", yolo_cache() / ".export-busy"
+    for scratch, age_s in ((killed, 7200), (busy, 60)):
+        (scratch / "weights_openvino_model").mkdir(parents=True)
+        (scratch / "weights_openvino_model" / "weights.bin").write_bytes(b"half an export")
+        os.utime(scratch, (time.time() - age_s, time.time() - age_s))
     folder = tmp_path / "weights"
     (folder / "pose_openvino_model").mkdir(parents=True)
     weights = folder / "pose.pt"
@@ -593,7 +600,9 @@ def test_yolo_exports_leave_the_weights_folder_as_it_was(tmp_path, monkeypatch):
         det = YoloDetector(str(weights), runtime=name, imgsz=320)
         assert det.runtime == name and det.detect(frame).bodies.shape[1] == 5
     assert {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
-    assert sorted(p.name.split(".", 2)[2] for p in yolo_cache().iterdir()) == [
+    assert not killed.exists() and (busy / "weights_openvino_model" / "weights.bin").is_file()
+    busy_or_memo = {busy.name, "digests.json"}  # the weights' digest, remembered (test below)
+    assert sorted(p.name.split(".", 2)[2] for p in yolo_cache().iterdir() if p.name not in busy_or_memo) == [
         "320.dynamic.onnx",
         "320.dynamic_openvino_model",
     ]
@@ -605,8 +614,33 @@ def test_yolo_exports_leave_the_weights_folder_as_it_was(tmp_path, monkeypatch):
     assert exports == []
 
 
+def test_yolo_weights_digest_is_remembered_by_size_and_time(tmp_path, monkeypatch):
+    """The YOLO weights' SHA-256 keys the detector's choice and both exports, asked up to four times a start:
+    it is hashed once and remembered in the YOLO cache by path, size and modification time (checked against
+    hashlib on the bytes); a *.yaml model (random weights) is `builtin`."""
+    import hashlib
+
+    from ros_fer.detection.yolo import weights_digest, yolo_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    weights = tmp_path / "pose.pt"
+    weights.write_bytes(b"w" * 5000)
+    assert weights_digest(str(weights)) == hashlib.sha256(b"w" * 5000).hexdigest()[:16]
+    memo = yolo_cache() / "digests.json"
+    known = json.loads(memo.read_text())
+    stamp = known[str(weights.resolve())]
+    known[str(weights.resolve())] = {**stamp, "sha256": "e" * 64}  # a hit reads the memo, not the file
+    memo.write_text(json.dumps(known))
+    assert weights_digest(str(weights)) == "e" * 16
+    weights.write_bytes(b"v" * 5000)  # new weights of the same size, written later: hashed again
+    os.utime(weights, ns=(stamp["mtime_ns"] + 10**9, stamp["mtime_ns"] + 10**9))
+    assert weights_digest(str(weights)) == hashlib.sha256(b"v" * 5000).hexdigest()[:16]
+    assert weights_digest("yolo11n-pose.yaml") == "builtin"
+
+
 READ_ONLY_WEIGHTS = """
 import sys
+import time
 from ros_fer.detection.yolo import YoloDetector
 det = YoloDetector(sys.argv[1], runtime=sys.argv[2], imgsz=320)
 print(det.runtime, type(det.runner).__name__)

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backbone import file_sha256
 from ..errors import ConfigError
 from ..machine import int8_saturates, native_bf16
-from ..paths import cache_dir, remembered
+from ..paths import cache_dir, file_digest
 from .base import crops_and_index, empty_outputs
 from .image_side import INDEX
 from .onnx import INPUT, INT8_MIN_COSINE, Int8ParityError, min_cosine, read_onnx_meta
@@ -248,13 +247,6 @@ def quantized_model(onnx: Path, meta: dict, core, config: dict) -> Path:
     if cosine < INT8_MIN_COSINE:
         raise Int8ParityError(str(onnx), cosine)
     return target
-
-
-def file_digest(path: Path, memo: Path) -> str:
-    """The first 16 hex digits of a file's SHA-256, remembered in `memo` (`paths.remembered`), so a later
-    start does not read and hash a graph of hundreds of MB again (~0.5 s for ViT-B-32)."""
-    # streamed: a graph of hundreds of MB is never held whole
-    return remembered(path, memo, "sha256", lambda: file_sha256(path), lambda v: isinstance(v, str))[:16]
 
 
 def _quantize(nncf, source, calibration, seven_bit: bool):

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backbone import file_sha256
 from ..errors import ConfigError, FerError
+from ..paths import file_sha256
 from .base import check_precision, crops_and_index, empty_outputs
 from .image_side import INDEX
 from .onnx import INPUT, read_onnx_meta

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, WeightsUnavailableError
-from ..paths import cache_dir
+from ..paths import cache_dir, file_digest
 from .base import Detections, empty_boxes
 
 PERSON = 0  # COCO class id
@@ -97,9 +97,11 @@ def resolve_weights(weights: str) -> str:
 
 
 def weights_digest(weights: str) -> str:
-    """What a weights file holds, for cache keys: its sha256 (16 hex digits); `builtin` for a *.yaml model."""
+    """What a weights file holds, for cache keys: its sha256 (16 hex digits), remembered by path, size and
+    modification time (`paths.file_digest`: a start asks for it up to four times, and large weights take
+    long to hash); `builtin` for a *.yaml model."""
     path = Path(weights)
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "builtin"
+    return file_digest(path, yolo_cache() / "digests.json") if path.is_file() else "builtin"
 
 
 # ultralytics' exports the CPU runs YOLO through: the cached name's ending and the export's options
@@ -121,6 +123,10 @@ OWN_RUNNERS = {
 }
 
 
+SCRATCH = ".export-"  # the prefix of an export's scratch folder in the cache
+SCRATCH_STALE_S = 3600.0  # a scratch folder untouched this long was left by an export that was killed
+
+
 def cached_export(model, weights: str, imgsz: int, fmt: str) -> str:
     """ultralytics' `fmt` export (EXPORTS) of `model`, made once per weights file and input size, cached in
     yolo_cache()."""
@@ -129,10 +135,11 @@ def cached_export(model, weights: str, imgsz: int, fmt: str) -> str:
     if _complete(target):
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(target.parent)
     # ultralytics writes an export beside the weights file it loaded: into a folder that may be read-only, over
     # a file of the user's own of the same name (their pose.onnx). So it exports a link to the weights in a
     # scratch folder of the cache, one per start: two starts exporting at once never share a file either.
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as scratch:
+    with tempfile.TemporaryDirectory(prefix=SCRATCH, dir=target.parent) as scratch:
         link = Path(scratch) / "weights.pt"
         try:
             link.symlink_to(Path(weights).resolve())
@@ -150,6 +157,20 @@ def cached_export(model, weights: str, imgsz: int, fmt: str) -> str:
                 if not _complete(target):
                     raise
     return str(target)
+
+
+def remove_stale_scratch(folder: Path, older_than_s: float = SCRATCH_STALE_S) -> None:
+    """Removes the scratch folders of exports that were killed half-way (a kill skips TemporaryDirectory's
+    clean-up: ~12 MB each for yolo11n-pose, never read again). An export takes seconds, so a folder left
+    untouched for an hour is no other start's, still at work."""
+    now = time.time()
+    for scratch in folder.glob(f"{SCRATCH}*"):
+        try:
+            stale = scratch.is_dir() and now - scratch.stat().st_mtime > older_than_s
+        except OSError:  # removed by another start meanwhile
+            continue
+        if stale:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _complete(export: Path) -> bool:

@@ -12,11 +12,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..backbone import BackboneSpec, file_sha256, load_backbone
+from ..backbone import BackboneSpec, load_backbone
 from ..errors import CheckpointError, ConfigError
 from ..labels import LabelSet, load_label_set
 from ..overrides import merge, parse_overrides  # noqa: F401 - re-exported
-from ..paths import replace, resolve
+from ..paths import file_sha256, replace, resolve
 from ..prompts import check_covers, load_prompts, prompts_from_text, user_prompts
 from ..yaml_loader import load_yaml
 from .base import FerModel

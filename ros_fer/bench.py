@@ -82,8 +82,8 @@ def run_bench(
     - raw_frame_ms: the same frame as a camera's raw bgr8 image (what the node gets from an Image topic: no
       decode), timed in turn with the JPEG frame, and its ratio to the floor;
     - host_crops_one_thread_ms: host crops only: the crops stage again on one thread (the stage's own
-      `threads.host_crops` share them), timed in turn with it, first in every other frame, so a machine shows
-      what the threads gain;
+      `threads.host_crops` share them), timed in turn with it, each right after a detection of the frame, so a
+      machine shows what the threads gain;
     - streamed_ms: frames back to back (`Pipeline.stream`: each decode and upload overlaps the previous frame);
     - model_only_ms: detector and scorer back to back on the same inputs (the floor), and frame / floor;
     - start_s: building the pipeline (`Pipeline.from_params`, the node's configure before its warm-up): the
@@ -120,16 +120,12 @@ def run_bench(
         t_dec = (time.perf_counter() - t) * 1e3
         det, t_det = _timed(pipeline.detect, loaded)
         people = associate(det, FRAME[1], FRAME[0], persons, pipeline.keypoint_score)
-        # host crops on one thread too, before the stage's own in every other frame and after it otherwise: the
-        # second of the two reads pixels the first brought into the cache, and comes later after the detection
-        one_first = not pipeline.device_crops and i % 2 == 1
-        if one_first:
-            t_one = _one_thread_crops(loaded.rgb, people, rt)
         t = time.perf_counter()
         batch = pipeline.crop(loaded.rgb, people, loaded.tensor)
         _sync(device)
         t_crop = (time.perf_counter() - t) * 1e3
-        if not pipeline.device_crops and not one_first:
+        if not pipeline.device_crops:  # host crops on one thread too, right after a detection as the stage's
+            pipeline.detect(loaded)  # (right after the stage's, they found its pixels in the cache)
             t_one = _one_thread_crops(loaded.rgb, people, rt)
         t = time.perf_counter()
         feats = rt.backend.encode(batch.images, batch.index)
